@@ -1,0 +1,16 @@
+"""FReLU: y = base(x) + b."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import LearnableActivation
+from .registry import register
+
+
+@register
+class FReLU(LearnableActivation):
+    name = "frelu"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) + self.param_view(self.b, x)
