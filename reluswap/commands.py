@@ -1,0 +1,82 @@
+"""Sub-commands of the CLI: each `add_*` registers its arguments and its `run` function."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_sites(sub) -> None:
+    p = sub.add_parser("sites", help="list every ReLU call site of a model")
+    p.add_argument("--model", required=True, help="torchvision:<name> or timm:<name>")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=224, help="side of the example input (default 224)")
+    p.add_argument("--strategy", default=None, help="also mark the sites this strategy selects")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=run_sites)
+
+
+def run_sites(args) -> int:
+    import torch
+
+    from converters.blocks import detect_blocks
+    from converters.models import build_model
+    from converters.sites import find_sites
+    from converters.strategy import select_sites
+
+    model = build_model(args.model, num_classes=args.num_classes).eval()
+    example = torch.randn(1, 3, args.image_size, args.image_size)
+    sites = find_sites(model, example)
+    selected = None
+    if args.strategy:
+        blocks = detect_blocks([s.scope for s in sites])
+        selected = {s.name for s in select_sites(sites, args.strategy, blocks)}
+    if args.json:
+        rows = []
+        for s in sites:
+            row = {k: v for k, v in s.to_dict().items() if k in _SITE_FIELDS}
+            if selected is not None:
+                row["selected"] = s.name in selected
+            rows.append(row)
+        print(json.dumps({"model": args.model, "sites": rows}, indent=2))
+        return 0
+    table = Table(title=f"{args.model}: {len(sites)} ReLU call sites")
+    for col in ("#", "name", "kind", "call", "channels", "block", "convrelu") + (("selected",) if selected is not None else ()):
+        table.add_column(col)
+    for s in sites:
+        convrelu = "yes -> " + ", ".join(s.convrelu_convs) if s.convrelu else f"no: {s.convrelu_reason}"
+        row = [str(s.index), s.name, s.kind, s.call, str(s.channels), s.block or "-", convrelu]
+        if selected is not None:
+            row.append("x" if s.name in selected else "")
+        table.add_row(*row)
+    Console(width=200).print(table)
+    return 0
+
+
+_SITE_FIELDS = ("index", "name", "kind", "call", "scope", "module", "inplace", "channels", "shape", "block",
+                "convrelu", "convrelu_reason", "convrelu_convs")
+
+
+def add_activations(sub) -> None:
+    p = sub.add_parser("activations", help="list the activation catalogue")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_activations)
+
+
+def run_activations(args) -> int:
+    from converters.catalog import CATALOG
+
+    if args.json:
+        print(json.dumps([info.to_dict() for info in CATALOG.values()], indent=2))
+        return 0
+    table = Table(title="reluswap activations")
+    for col in ("name", "formula", "parameters (identity / paper)", "granularity", "paper"):
+        table.add_column(col)
+    for info in CATALOG.values():
+        params = ", ".join(f"{p.name} ({p.identity:g} / {p.paper:g})" for p in info.params) or "-"
+        gran = "/".join(info.granularities) + (f" (default {info.default_granularity})" if info.default_granularity else "")
+        table.add_row(info.name, info.formula, params, gran or "fixed", info.paper)
+    Console(width=200).print(table)
+    return 0
