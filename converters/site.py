@@ -25,6 +25,8 @@ class Site:
     convrelu: bool = False  # whether ConvReLU can take this site
     convrelu_reason: str | None = None  # why not, when it cannot
     convrelu_convs: list[str] = field(default_factory=list)  # consuming Conv2d modules it would fuse into
+    # Under convrelu the ReLU stays for consumers that are not eligible convs (a residual add, a pool).
+    convrelu_keeps_relu: bool = False
     # Filled by convert():
     selected: bool = False
     replaced: bool = False

@@ -202,6 +202,7 @@ def _mark_convrelu(site: Site, gm: fx.GraphModule, nodes: dict[str, fx.Node], ca
             refused.append(f"{user.target} ({reason})")
     site.convrelu = bool(convs)
     site.convrelu_convs = convs
+    site.convrelu_keeps_relu = bool(convs) and bool(refused)
     if not convs:
         site.convrelu_reason = "no consumer is an eligible Conv2d: " + (", ".join(refused) or "no consumers")
 

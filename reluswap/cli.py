@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import commands
+from .commands import ALL as COMMANDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,8 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Swap the ReLUs of a pretrained CNN for learnable activations and fine-tune them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_sites(sub)
-    commands.add_activations(sub)
+    for command in COMMANDS:
+        command.add(sub)
     return parser
 
 

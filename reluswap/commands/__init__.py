@@ -1,0 +1,5 @@
+"""CLI sub-commands: each module has `add(subparsers)` that registers its arguments and `run`."""
+
+from . import activations, sites
+
+ALL = (sites, activations)
