@@ -33,7 +33,7 @@ _LAZY = {
     "build_model": "converters.models",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = list(_LAZY)  # noqa: PLE0605
 
 
 def __getattr__(name: str):

@@ -18,7 +18,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscription on 2 cores
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _filled(ref: str) -> torch.nn.Module:
     """A model with BN statistics filled by a few train-mode passes (random-init BN is badly
     conditioned, so "the output changes" tests need real statistics)."""
