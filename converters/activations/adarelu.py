@@ -13,7 +13,7 @@ from .registry import register
 class AdaReLU(LearnableActivation):
     name = "adarelu"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         return torch.maximum(x, self.param_view(self.theta, x))
 
     def rectification_point(self) -> Tensor:

@@ -15,7 +15,7 @@ from converters.catalog import CATALOG, INITS, ActivationInfo, get_info
 
 
 class LearnableActivation(nn.Module):
-    """An activation that replaces one ReLU call site; subclasses set `name` and `forward`."""
+    """An activation that replaces one ReLU call site; subclasses set `name` and `activation`."""
 
     name: ClassVar[str]
 
@@ -56,6 +56,18 @@ class LearnableActivation(nn.Module):
         size = channels if granularity == "channel" else 1
         for pname, value in info.init_values(init).items():
             self.register_parameter(pname, nn.Parameter(torch.full((size,), float(value))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.info.onnx_op is not None and torch.onnx.is_in_onnx_export():
+            # One node in the custom domain per site (see converters/export); never in training.
+            from converters.export.symbolic import activation_node
+
+            return activation_node(self, x)
+        return self.activation(x)
+
+    def activation(self, x: Tensor) -> Tensor:
+        """The activation's math; subclasses implement it."""
+        raise NotImplementedError
 
     @property
     def info(self) -> ActivationInfo:

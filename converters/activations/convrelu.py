@@ -163,6 +163,10 @@ class ConvReLU2d(nn.Conv2d):
         return m
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.onnx.is_in_onnx_export() and x.ndim == 4:
+            from converters.export.symbolic import convrelu_node
+
+            return convrelu_node(self, x)
         unbatched = x.ndim == 3
         if unbatched:
             x = x.unsqueeze(0)

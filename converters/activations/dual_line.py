@@ -13,7 +13,7 @@ from .registry import register
 class DPReLU(LearnableActivation):
     name = "dprelu"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         a, c = self.param_view(self.a, x), self.param_view(self.c, x)
         return torch.where(x >= 0, a * x, c * x)
 
@@ -22,6 +22,6 @@ class DPReLU(LearnableActivation):
 class DualLine(LearnableActivation):
     name = "dualline"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         a, c, m = (self.param_view(p, x) for p in (self.a, self.c, self.m))
         return torch.where(x >= 0, a * x, c * x) + m

@@ -12,5 +12,5 @@ from .registry import register
 class FReLU(LearnableActivation):
     name = "frelu"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         return self.base(x) + self.param_view(self.b, x)

@@ -13,7 +13,7 @@ from .registry import register
 class PVLU(LearnableActivation):
     name = "pvlu"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         # alpha = 0 adds an exact (signed) zero, so identity init is bitwise ReLU.
         alpha, beta = self.param_view(self.alpha, x), self.param_view(self.beta, x)
         return self.base(x) + alpha * torch.sin(beta * x)

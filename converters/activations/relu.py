@@ -13,7 +13,7 @@ from .registry import register
 class ReLU(LearnableActivation):
     name = "relu"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         return self.base(x)
 
 
@@ -25,7 +25,7 @@ class LeakyReLU(LearnableActivation):
     def negative_slope(self) -> float:
         return float(self.options["negative_slope"])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)
 
 
@@ -33,6 +33,6 @@ class LeakyReLU(LearnableActivation):
 class PReLU(LearnableActivation):
     name = "prelu"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def activation(self, x: Tensor) -> Tensor:
         # F.prelu broadcasts a (C,) weight over dim 1 and a (1,) weight over everything.
         return F.prelu(x, self.a)
