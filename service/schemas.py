@@ -1,0 +1,97 @@
+"""Response models: they make the OpenAPI schema match what the routes really return."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    status: JobStatus
+    created_at: str = Field(description="RFC 3339, UTC")
+    started_at: str | None
+    finished_at: str | None
+    config: dict[str, Any]
+    progress: dict[str, Any] | None = Field(
+        description="stage (loading, converting, baseline, training, exporting, verifying), epoch, "
+        "epochs, step, steps, fraction")
+    metrics: dict[str, Any] | None
+    error: JobError | None
+    attempts: int
+    artifacts: list[dict[str, Any]]
+
+
+class JobList(BaseModel):
+    data: list[Job]
+    has_more: bool
+
+
+class Event(BaseModel):
+    id: str
+    created_at: str
+    type: str
+    level: str
+    message: str
+    data: dict[str, Any] | None
+
+
+class EventList(BaseModel):
+    data: list[Event]
+    has_more: bool
+
+
+class Artifact(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+
+
+class ArtifactList(BaseModel):
+    data: list[Artifact]
+
+
+class Param(BaseModel):
+    name: str
+    identity: float
+    paper: float
+    doc: str
+
+
+class Activation(BaseModel):
+    name: str
+    title: str
+    formula: str
+    paper: str
+    params: list[Param]
+    granularities: list[str]
+    default_granularity: str | None
+    function_preserving: bool
+    supports_cap: bool
+    kind: str
+    onnx_op: str | None
+    options: dict[str, Any]
+    notes: str
+
+
+class ActivationList(BaseModel):
+    data: list[Activation]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ok"]
+    checks: dict[str, str] = Field(description="database, broker, storage: 'ok' or the failure")

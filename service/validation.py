@@ -1,0 +1,85 @@
+"""Checks on a job config before it is queued: the schema (service.job_config), the data roots,
+and that uploaded parts and `upload` references agree. Failures are ApiError 422 naming the field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import ApiError
+from .job_config import ConfigError, JobConfig, parse_config
+from .settings import Settings
+
+
+def _param(loc: tuple) -> str | None:
+    return ".".join(str(p) for p in loc) or None
+
+
+def _model_level_param(message: str) -> str | None:
+    # Whole-model checks (activation_options against the chosen activation) carry no location.
+    if "granularity" in message:
+        return "activation_options.granularity"
+    if "fallback" in message:
+        return "activation_options.fallback"
+    if "activation_options" in message:
+        return "activation_options"
+    return None
+
+
+def check_config(data: Any) -> JobConfig:
+    if not isinstance(data, dict):
+        raise ApiError(422, "the job config must be a JSON object", "invalid_config", "config")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        try:  # the same message the CLI prints: one line per problem, with the accepted values
+            parse_config(data)
+            message = str(err)
+        except ConfigError as cerr:
+            message = str(cerr)
+        param = _param(first["loc"]) or _model_level_param(first["msg"])
+        raise ApiError(422, message, "invalid_config", param) from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def check_data_roots(cfg: JobConfig, settings: Settings) -> None:
+    scheme, _, rest = cfg.dataset.uri.partition(":")
+    if scheme not in ("imagefolder", "archive"):
+        return
+    roots = [Path(os.path.realpath(r)) for r in settings.allowed_data_roots]
+    where = ", ".join(str(r) for r in roots) or "none configured (RELUSWAP_ALLOWED_DATA_ROOTS)"
+    if not os.path.isabs(rest):
+        raise ApiError(422, f"dataset.uri: {scheme}: needs an absolute path under an allowed data root: "
+                            f"{where}", "invalid_config", "dataset.uri")
+    real = Path(os.path.realpath(rest))  # resolves .. and symlinks before the check
+    if not any(_inside(real, r) for r in roots):
+        raise ApiError(422, f"dataset.uri: {rest!r} is not under an allowed data root; allowed: {where}",
+                       "invalid_config", "dataset.uri")
+
+
+def check_uploads(cfg: JobConfig, parts: set[str]) -> None:
+    """`upload` references need their file part, and a file part needs its `upload` reference."""
+    wants = {"weights": cfg.model.weights == "upload", "dataset": cfg.dataset.uri == "upload"}
+    field = {"weights": "model.weights", "dataset": "dataset.uri"}
+    for part, wanted in wants.items():
+        if wanted and part not in parts:
+            raise ApiError(422, f"{field[part]} is 'upload': send a multipart/form-data request with a "
+                                f"'{part}' file part", "missing_upload", field[part])
+        if part in parts and not wanted:
+            raise ApiError(422, f"a '{part}' file was sent but {field[part]} is not 'upload'",
+                           "unexpected_upload", part)
+
+
+def validate_job(data: Any, settings: Settings, parts: set[str]) -> dict:
+    """The normalized config to store (defaults filled in), or ApiError 422."""
+    cfg = check_config(data)
+    check_data_roots(cfg, settings)
+    check_uploads(cfg, parts)
+    return cfg.model_dump(mode="json")
