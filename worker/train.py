@@ -1,0 +1,297 @@
+"""The training loop and evaluation, shared by `finetune` (converted model) and `pretrain` (ReLU model).
+
+Deterministic on CPU for a fixed seed and thread count: the shuffling order of epoch e comes from a generator
+seeded with (seed, e), data loads in the main process, and the global RNG states (augmentation)
+travel in the checkpoint. A run resumed from the epoch-k checkpoint therefore replays epochs
+k+1.. exactly as an uninterrupted run would. On CUDA: mixed precision (bf16 where supported,
+else fp16 with a grad scaler) and channels_last, both switchable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .config import TrainConfig
+from .errors import JobError
+from .progress import Reporter
+
+MAX_STEP_RECORDS = 2000  # per-step losses kept in the report (subsampled beyond this)
+
+
+class TrainingDiverged(JobError):
+    code = "training_diverged"
+
+
+@dataclass
+class Precision:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # None: full precision
+    channels_last: bool = False
+
+    @classmethod
+    def choose(cls, device: torch.device, amp, channels_last) -> Precision:
+        on_cuda = device.type == "cuda"
+        amp_on = on_cuda and amp in ("auto", "on", True)
+        dtype = None
+        if amp_on:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        cl = on_cuda and channels_last in ("auto", "on", True)
+        return cls(device, dtype, cl)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype
+                else "off", "channels_last": self.channels_last}
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def loader(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool = False,
+           seed: int = 0, epoch: int = 0) -> DataLoader:
+    """Shuffled loaders draw their order from a generator seeded with (seed, epoch)."""
+    file_backed = not hasattr(dataset, "images")  # in-memory TensorImages need no workers
+    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" and file_backed else 0
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch) if shuffle else None
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+        drop_last=shuffle and len(dataset) > batch_size,  # no size-1 batch for BatchNorm
+        pin_memory=device.type == "cuda",
+    )
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    samples: int
+    logits: torch.Tensor | None = None  # (N, classes) float32 on CPU, when asked for
+
+    def to_dict(self) -> dict:
+        return {"loss": self.loss, "accuracy": self.accuracy, "samples": self.samples}
+
+
+def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logits: bool = False,
+             reporter: Reporter | None = None) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    total_loss, correct, seen, kept = 0.0, 0, 0, []
+    try:
+        with torch.no_grad():
+            for x, y in data:
+                if reporter is not None:
+                    reporter.check_cancel()
+                x, y = precision.inputs(x), y.to(precision.device)
+                with precision.autocast():
+                    out = model(x)
+                out = out.float()
+                total_loss += float(F.cross_entropy(out, y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
+                seen += len(y)
+                if keep_logits:
+                    kept.append(out.cpu())
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("the validation split is empty")
+    return EvalResult(total_loss / seen, correct / seen, seen, torch.cat(kept) if keep_logits else None)
+
+
+def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int):
+    """Stepped once per training step. cosine: lr * (1 + cos(pi * step / total)) / 2."""
+    if schedule == "cosine":
+        def factor(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    else:
+        def factor(step: int) -> float:
+            return 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    resumed_from_epoch: list[int] = field(default_factory=list)  # one entry per resume
+
+    def to_dict(self, max_steps: int = MAX_STEP_RECORDS) -> dict:
+        steps = self.steps
+        stride = max(1, math.ceil(len(steps) / max_steps))
+        return {
+            "epochs": self.epochs,
+            "steps": steps[::stride] if stride > 1 else steps,
+            "step_stride": stride,
+            "resumed_from_epoch": self.resumed_from_epoch,
+        }
+
+
+class Trainer:
+    """Trains `model` on `groups` for cfg.epochs (or cfg.max_steps), checkpointing every epoch."""
+
+    def __init__(self, model: nn.Module, groups: list[dict], train_set: Dataset, val_set: Dataset,
+                 cfg: TrainConfig, precision: Precision, reporter: Reporter,
+                 checkpoint_path: str | os.PathLike | None = None, fingerprint: str | None = None):
+        self.model = model
+        self.cfg = cfg
+        self.precision = precision
+        self.reporter = reporter
+        self.train_set, self.val_set = train_set, val_set
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.fingerprint = fingerprint
+        self.steps_per_epoch = len(loader(train_set, cfg.batch_size, precision.device, shuffle=True))
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training split is empty")
+        if cfg.max_steps is not None:
+            self.total_steps = cfg.max_steps
+            self.epochs = math.ceil(cfg.max_steps / self.steps_per_epoch)
+        else:
+            self.epochs = cfg.epochs
+            self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.optimizer = make_optimizer(groups, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if precision.amp_dtype == torch.float16 else None
+        self.history = History()
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed steps
+        self.val_loader = loader(val_set, cfg.batch_size, precision.device)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def resume(self) -> int | None:
+        """Load the last checkpoint when it belongs to this config; the epoch it ends, or None."""
+        if self.checkpoint_path is None:
+            return None
+        state, reason = load_checkpoint(self.checkpoint_path, self.fingerprint)
+        if reason:
+            self.reporter.log(reason, "warning")
+        if state is None:
+            return None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        threads = state.get("threads")
+        if self.precision.device.type == "cpu" and threads not in (None, torch.get_num_threads()):
+            self.reporter.log(f"the checkpoint was written with {threads} CPU threads, this attempt has "
+                              f"{torch.get_num_threads()}: results may differ from an uninterrupted run in the "
+                              "last bits (CPU reductions depend on the thread count)", "warning")
+        h = state["history"]
+        self.history = History(list(h["epochs"]), list(h["steps"]), [*h["resumed_from_epoch"], self.epoch])
+        self.reporter.log(f"resumed from the checkpoint of epoch {self.epoch} (step {self.step})")
+        return self.epoch
+
+    def save(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        save_checkpoint(self.checkpoint_path, {
+            "config": self.fingerprint,
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "rng": rng_state(),
+            "threads": torch.get_num_threads(),
+            "history": {"epochs": self.history.epochs, "steps": self.history.steps,
+                        "resumed_from_epoch": self.history.resumed_from_epoch},
+        })
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, resume: bool = True) -> History:
+        seed_everything(self.cfg.seed)
+        if resume:
+            self.resume()
+        while self.epoch < self.epochs and self.step < self.total_steps:
+            self._epoch()
+            self.epoch += 1
+            self.save()
+        return self.history
+
+    def _epoch(self) -> None:
+        cfg, precision, reporter, model = self.cfg, self.precision, self.reporter, self.model
+        epoch = self.epoch + 1  # 1-based in events and records
+        started = time.perf_counter()
+        model.train()
+        total_loss, correct, seen, steps = 0.0, 0, 0, 0
+        reporter.start_window()
+        for x, y in loader(self.train_set, cfg.batch_size, precision.device, shuffle=True, seed=cfg.seed,
+                           epoch=self.epoch):
+            if self.step >= self.total_steps:
+                break
+            reporter.check_cancel()
+            x, y = precision.inputs(x), y.to(precision.device)
+            with precision.autocast():
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.step += 1
+            steps += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"the training loss is {value} at step {self.step}; lower train.lr", "train.lr")
+            total_loss += value * len(y)
+            correct += int((out.detach().argmax(1) == y).sum())
+            seen += len(y)
+            self.history.steps.append({"step": self.step, "epoch": epoch, "loss": value, "lr": lr})
+            reporter.step(len(y), force=steps == 1, epoch=epoch, epochs=self.epochs, step=self.step,
+                          steps=self.total_steps, fraction=self.step / self.total_steps, loss=value,
+                          accuracy=correct / seen, lr=lr)
+        reporter.check_cancel()
+        train_seconds = time.perf_counter() - started
+        val = evaluate(model, self.val_loader, precision, reporter=reporter)
+        record = {
+            "epoch": epoch,
+            "steps": steps,
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": val.loss,
+            "val_accuracy": val.accuracy,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "images_per_s": seen / max(train_seconds, 1e-9),
+        }
+        self.history.epochs.append(record)
+        reporter.emit({"type": "epoch", "epochs": self.epochs, **record, "step": self.step,
+                       "steps": self.total_steps})
