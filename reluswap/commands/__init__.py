@@ -1,5 +1,5 @@
 """CLI sub-commands: each module has `add(subparsers)` that registers its arguments and `run`."""
 
-from . import activations, sites
+from . import activations, finetune, pretrain, sites
 
-ALL = (sites, activations)
+ALL = (sites, activations, pretrain, finetune)
