@@ -1,0 +1,134 @@
+"""`reluswap demo`: the main job end to end through HTTP, on the bundled digits.
+
+Pretrain a resnet18 on builtin:digits (cached), start the embedded service, POST /finetune with
+the weights uploaded (pvlu, all sites), follow progress, download model.onnx, run it in
+onnxruntime on validation images, print the metrics, stop the service.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+IMAGE_SIZE = 32
+
+
+def add(sub) -> None:
+    p = sub.add_parser("demo", help="run the main job end to end through the HTTP API")
+    p.add_argument("--dir", default=".cache/demo", help="cache and service data (default .cache/demo)")
+    p.add_argument("--activation", default="pvlu")
+    p.add_argument("--strategy", default="all")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the job")
+    p.set_defaults(run=run)
+
+
+def _pretrained(directory: Path) -> Path:
+    weights = directory / f"resnet18-digits-{IMAGE_SIZE}px.safetensors"
+    if weights.exists():
+        print(f"[demo] using cached pretrained weights {weights}")
+        return weights
+    from worker.config import parse_config
+    from worker.pretrain import pretrain
+
+    print("[demo] pretraining a ReLU resnet18 on builtin:digits (the stand-in for your pretrained model) ...")
+    cfg = parse_config({
+        "model": {"arch": "torchvision:resnet18", "num_classes": 10},
+        "dataset": {"uri": "builtin:digits", "image_size": IMAGE_SIZE},
+        "activation": "relu",
+        "train": {"epochs": 4, "lr": 0.003, "batch_size": 64, "seed": 0},
+    })
+    result = pretrain(cfg.model, cfg.dataset, cfg.train, weights)
+    print(f"[demo] pretrained: validation accuracy {result['val_accuracy']:.4f}")
+    return weights
+
+
+def _follow(client, job_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").raise_for_status().json()
+        progress = job.get("progress") or {}
+        line = f"[demo] {job['status']:<10} stage={progress.get('stage', '-')}"
+        if progress.get("steps"):
+            line += f" epoch {progress.get('epoch')}/{progress.get('epochs')} step {progress.get('step')}/{progress.get('steps')}"
+            if progress.get("loss") is not None:
+                line += f" loss {progress['loss']:.4f}"
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(1.0)
+    raise RuntimeError(f"job {job_id} did not end within {timeout:.0f} s")
+
+
+def _run_onnx(model_path: Path) -> tuple[int, int]:
+    """Run model.onnx in onnxruntime on validation digits; returns (correct, total)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from worker.config import DatasetConfig
+    from worker.data import load_data
+
+    data = load_data(DatasetConfig(uri="builtin:digits", image_size=IMAGE_SIZE), model_path.parent / "work")
+    images = np.stack([data.val[i][0].numpy() for i in range(16)]).astype(np.float32)
+    labels = np.array([int(data.val[i][1]) for i in range(16)])
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    predicted = logits.argmax(1)
+    print(f"[demo] onnxruntime on {len(labels)} validation digits: predicted {predicted.tolist()}")
+    print(f"[demo]                                       labels {labels.tolist()}")
+    return int((predicted == labels).sum()), len(labels)
+
+
+def run(args) -> int:
+    import httpx
+
+    from reluswap.supervisor import start_embedded
+
+    directory = Path(args.dir).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = _pretrained(directory)
+    print("[demo] starting the service: bundled redis-server, API, one worker ...", flush=True)
+    service = start_embedded(directory / "service")
+    print(f"[demo] serving at {service.url}")
+    try:
+        headers = {"Authorization": f"Bearer {service.api_key}"}
+        with httpx.Client(base_url=service.url, headers=headers, timeout=60) as client:
+            config = {
+                "model": {"arch": "torchvision:resnet18", "num_classes": 10, "weights": "upload"},
+                "dataset": {"uri": "builtin:digits", "image_size": IMAGE_SIZE},
+                "activation": args.activation,
+                "strategy": args.strategy,
+                "train": {"epochs": args.epochs, "batch_size": 64, "lr": 0.01, "seed": 0},
+                "export": {"onnx": True},
+            }
+            with weights.open("rb") as f:
+                response = client.post("/finetune", data={"config": json.dumps(config)},
+                                       files={"weights": (weights.name, f, "application/octet-stream")})
+            if response.status_code != 202:
+                raise RuntimeError(f"POST /finetune answered {response.status_code}: {response.text}")
+            job = response.json()
+            print(f"[demo] POST /finetune -> 202, job {job['id']} ({response.headers.get('location')})")
+            job = _follow(client, job["id"], args.timeout)
+            if job["status"] != "succeeded":
+                raise RuntimeError(f"job {job['status']}: {job.get('error')}")
+            artifacts = client.get(f"/jobs/{job['id']}/artifacts").raise_for_status().json()
+            names = [a["name"] for a in artifacts["data"]] if isinstance(artifacts, dict) else [a["name"] for a in artifacts]
+            print(f"[demo] artifacts: {', '.join(names)}")
+            model_path = directory / "model.onnx"
+            model_path.write_bytes(client.get(f"/jobs/{job['id']}/artifacts/model.onnx").raise_for_status().content)
+            correct, total = _run_onnx(model_path)
+            m = job["metrics"]
+            print("[demo] metrics:")
+            for key in ("baseline_accuracy", "converted_accuracy_at_init", "final_accuracy",
+                        "relative_error_decrease", "sites_total", "sites_replaced", "onnx_max_abs_diff"):
+                if key in m:
+                    print(f"[demo]   {key:<28} {m[key]}")
+            print(f"[demo]   onnxruntime accuracy on {total} images: {correct}/{total}")
+    finally:
+        print("[demo] stopping the service")
+        service.stop()
+    return 0

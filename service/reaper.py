@@ -1,0 +1,63 @@
+"""The reaper: jobs whose worker went silent are requeued, or failed after max_attempts.
+
+Redis only redelivers an unacked task after the visibility timeout, which must exceed the
+longest job, so a crashed worker's job would wait hours. The heartbeat column says sooner: when
+it is older than heartbeat_timeout_s the job goes back to the queue (a new task message, same
+job id); the next worker's claim resumes it from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .queue import JobQueue
+from .settings import Settings
+from .store import JobStore
+
+log = logging.getLogger("reluswap.reaper")
+
+
+def sweep(store: JobStore, queue: JobQueue, settings: Settings) -> list[tuple[str, str]]:
+    """One pass; returns (job id, action) for every job it touched."""
+    actions = []
+    stale_after = settings.heartbeat_timeout_s
+    for job in store.stale_jobs(stale_after):
+        job_id = job["id"]
+        if job["attempts"] >= settings.max_attempts:
+            error = {
+                "code": "worker_lost",
+                "message": f"the worker stopped responding on each of {job['attempts']} attempts",
+            }
+            if store.fail(job_id, error, stale_after_s=stale_after):
+                actions.append((job_id, "failed"))
+        elif store.requeue(job_id, stale_after_s=stale_after):
+            current = store.get_job(job_id)
+            if current is not None and current["status"] == "queued":
+                queue.send(job_id)
+                actions.append((job_id, "requeued"))
+            else:
+                actions.append((job_id, "cancelled"))
+    for job_id, action in actions:
+        log.warning("reaper: job %s %s", job_id, action)
+    return actions
+
+
+class Reaper(threading.Thread):
+    """Runs sweep() every interval seconds until stopped."""
+
+    def __init__(self, store: JobStore, queue: JobQueue, settings: Settings, interval: float | None = None):
+        super().__init__(daemon=True, name="reluswap-reaper")
+        self.store, self.queue, self.settings = store, queue, settings
+        self.interval = interval if interval is not None else max(0.5, settings.heartbeat_timeout_s / 2)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                sweep(self.store, self.queue, self.settings)
+            except Exception:  # the database or broker is down for a moment: next pass
+                log.exception("reaper sweep failed")
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,150 @@
+"""Run one job inside a Celery pool child: claim it, heartbeat, report progress, obey cancel.
+
+The jobs table is the source of truth (../shared/notes/service-infra.md): a task may be delivered
+twice (visibility timeout, requeue after a crash), so it first claims the job atomically and
+gives up when another live worker holds it. The checkpoint directory lives beside the job's
+artifacts, so a second attempt resumes where the first died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from service.settings import Settings
+from service.storage import LocalStorage
+from service.store import JobStore
+
+log = logging.getLogger("reluswap.worker")
+
+PROGRESS_INTERVAL_S = 1.0  # a progress write costs ~2-3 ms; once a second is plenty
+CANCEL_POLL_S = 0.5
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the claim alive; notices when it was lost (requeued by the reaper, deleted)."""
+
+    def __init__(self, store: JobStore, job_id: str, worker: str, interval: float):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.store, self.job_id, self.worker, self.interval = store, job_id, worker, interval
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.store.heartbeat(self.job_id, self.worker):
+                    self.lost.set()
+                    return
+            except Exception:  # a database hiccup: try again next beat
+                log.exception("heartbeat failed for %s", self.job_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class _Reporter:
+    """Pipeline events -> the job record (throttled progress) and the job's event log."""
+
+    def __init__(self, store: JobStore, job_id: str, worker: str, heartbeat: _Heartbeat):
+        self.store, self.job_id, self.worker, self.heartbeat = store, job_id, worker, heartbeat
+        self.progress: dict = {}
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "stage":
+            self.progress = {**self.progress, "stage": event["stage"]}
+            self.store.add_event(self.job_id, "stage", f"stage {event['stage']}", data={"stage": event["stage"]})
+            self._write(force=True)
+        elif kind == "progress":
+            keys = ("stage", "epoch", "epochs", "step", "steps", "fraction", "loss", "accuracy", "images_per_s")
+            self.progress = {**self.progress, **{k: event[k] for k in keys if k in event}}
+            self._write()
+        elif kind == "epoch":
+            data = {k: v for k, v in event.items() if k not in ("type", "time")}
+            self.store.add_event(self.job_id, "epoch", f"epoch {event.get('epoch')} done", data=data)
+            self._write(force=True)
+        elif kind == "log":
+            self.store.add_event(self.job_id, "log", event.get("message", ""), level=event.get("level", "info"))
+
+    def _write(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_write >= PROGRESS_INTERVAL_S:
+            self._last_write = now
+            if not self.store.update_progress(self.job_id, self.worker, self.progress):
+                self.heartbeat.lost.set()
+
+    def should_cancel(self) -> bool:
+        if self.heartbeat.lost.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_POLL_S:
+            self._last_cancel_check = now
+            self._cancelled = self.store.is_cancel_requested(self.job_id)
+        return self._cancelled
+
+
+def _claim(store: JobStore, job_id: str, worker: str, settings: Settings) -> dict | None:
+    """Claim the job; while another worker's heartbeat is fresh, wait for it to go stale (a killed
+    pool child leaves a fresh heartbeat behind) rather than run the job twice."""
+    deadline = time.monotonic() + settings.heartbeat_timeout_s * 1.5
+    while True:
+        job = store.claim(job_id, worker, stale_after_s=settings.heartbeat_timeout_s)
+        if job is not None:
+            return job
+        current = store.get_job(job_id)
+        if current is None or current["status"] not in ("queued", "running", "cancelling"):
+            return None  # deleted, cancelled or ended: nothing to do
+        if time.monotonic() > deadline:
+            log.warning("job %s is held by a live worker (%s); not running it twice", job_id, current.get("worker"))
+            return None
+        time.sleep(min(1.0, settings.heartbeat_timeout_s / 4))
+
+
+def execute(job_id: str, settings: Settings) -> str:
+    """Run job `job_id` to its end; returns the final status (or "skipped")."""
+    from worker.pipeline import run_job  # torch is imported here, in the child
+
+    store = JobStore(settings.database_url)  # engines are created after fork
+    storage = LocalStorage(settings.storage_dir)
+    worker = worker_id()
+    job = _claim(store, job_id, worker, settings)
+    if job is None:
+        return "skipped"
+    heartbeat = _Heartbeat(store, job_id, worker, interval=max(0.5, settings.heartbeat_timeout_s / 4))
+    heartbeat.start()
+    reporter = _Reporter(store, job_id, worker, heartbeat)
+    job_dir = storage.job_dir(job_id)
+    try:
+        result = run_job(
+            job["config"],
+            storage.artifacts_dir(job_id),
+            progress=reporter,
+            should_cancel=reporter.should_cancel,
+            files=storage.uploads(job_id),
+            checkpoint_dir=job_dir / "checkpoints",
+            work_dir=job_dir / "work",
+            allowed_data_roots=settings.allowed_data_roots,
+        )
+        status, metrics, error = result.status, result.metrics, result.error
+    except Exception as err:  # a bug, not bad input: fail the job with what we know
+        log.exception("job %s crashed", job_id)
+        status, metrics, error = "failed", None, {"code": "internal_error", "message": f"{type(err).__name__}: {err}"}
+    finally:
+        heartbeat.stop()
+    if heartbeat.lost.is_set():
+        log.warning("job %s: claim lost (requeued or deleted); not recording %s", job_id, status)
+        return "lost"
+    store.finish(job_id, worker, status, metrics=metrics, error=error, artifacts=storage.list_artifacts(job_id))
+    return status
