@@ -1,0 +1,240 @@
+"""The job config: the body of POST /finetune (../shared/notes/api.md), as a pydantic model.
+
+Shared by the API (validation before a job is queued) and the worker (worker/config.py re-exports it).
+
+Pure (no torch import), so the API process validates a job before it is queued. Every name
+(arch, activation, strategy, trainable mode, dataset reference) is checked here, with a message
+that lists the accepted values; unknown fields are rejected at every level.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from converters.catalog import CATALOG, GRANULARITIES, INITS, get_info
+from converters.strategy import parse_strategy
+
+# converters.training.MODES, repeated here so this module does not import torch (a test checks).
+TRAINABLE_MODES = ("bn+act", "act", "all")
+MODEL_SOURCES = ("torchvision", "timm")
+WEIGHTS = ("none", "default", "upload")
+DATASET_SCHEMES = ("builtin", "imagefolder", "archive", "torchvision", "synthetic", "upload")
+BUILTIN_DATASETS = ("digits",)
+FALLBACKS = ("skip", "adarelu")
+CONVRELU_IMPLS = ("shifted", "unfold")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    arch: str = Field(description="torchvision:<name> or timm:<name>")
+    num_classes: int | None = Field(default=None, ge=2, description="default: the dataset's class count")
+    weights: str = Field(
+        default="none",
+        description="none (random), default (the library's pretrained weights; needs the network), "
+        "upload (a file handed to the job)",
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        source, sep, name = v.partition(":")
+        if not sep or source not in MODEL_SOURCES or not name:
+            raise ValueError(
+                f"must be '<source>:<name>' with source one of {', '.join(MODEL_SOURCES)} "
+                "(e.g. torchvision:resnet18, timm:resnet50)"
+            )
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str) -> str:
+        if v not in WEIGHTS:
+            raise ValueError(f"must be one of {', '.join(WEIGHTS)}; got {v!r}")
+        return v
+
+
+class DatasetConfig(_Strict):
+    uri: str = Field(
+        description="builtin:digits, imagefolder:<dir>, archive:<file .zip/.tar.gz>, torchvision:<Name>, "
+        "synthetic:<classes>x<images>, or upload (an archive handed to the job)"
+    )
+    image_size: int | None = Field(default=None, ge=8, le=1024, description="default: the dataset's own")
+    val_split: float = Field(default=0.2, gt=0.0, lt=1.0, description="used when the data has no val split")
+    split_seed: int = 0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    augment: bool = Field(default=False, description="light augmentation of the training split")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if v == "upload":
+            return v
+        scheme, sep, rest = v.partition(":")
+        if not sep or scheme not in DATASET_SCHEMES or not rest:
+            raise ValueError(
+                f"must be one of builtin:{'|'.join(BUILTIN_DATASETS)}, imagefolder:<dir>, archive:<file>, "
+                f"torchvision:<Name>, synthetic:<classes>x<images>, upload; got {v!r}"
+            )
+        if scheme == "builtin" and rest not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown builtin dataset {rest!r}; accepted: {', '.join(BUILTIN_DATASETS)}")
+        if scheme == "synthetic":
+            parse_synthetic(rest)
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _channels(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and len(v) not in (1, 3):
+            raise ValueError(f"needs 1 or 3 values (one per channel), got {len(v)}")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("every std must be > 0")
+        return v
+
+
+def parse_synthetic(rest: str) -> tuple[int, int]:
+    """'10x512' -> (10 classes, 512 images in all)."""
+    classes, sep, images = rest.partition("x")
+    try:
+        c, n = int(classes), int(images)
+    except ValueError:
+        c = n = 0
+    if not sep or c < 2 or n < 2 * c:
+        raise ValueError(f"synthetic dataset must be synthetic:<classes>x<images> with classes >= 2 and "
+                         f"images >= 2 * classes (e.g. synthetic:10x512); got synthetic:{rest}")
+    return c, n
+
+
+class ActivationOptions(BaseModel):
+    """init, granularity, fallback, convrelu_impl, plus the activation's own fixed options
+    (e.g. negative_slope for leaky_relu), which JobConfig checks against the catalogue."""
+
+    model_config = ConfigDict(extra="allow")
+
+    init: Literal["identity", "paper"] = "identity"
+    granularity: Literal["channel", "layer"] | None = None
+    fallback: Literal["skip", "adarelu"] | None = None
+    convrelu_impl: Literal["shifted", "unfold"] = "shifted"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(_Strict):
+    trainable: str = "bn+act"
+    epochs: int = Field(default=3, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="sgd only")
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    threshold_l2: float = Field(default=1e-4, ge=0.0, description="L2 on ConvReLU thresholds")
+    seed: int = 0
+    max_steps: int | None = Field(default=None, ge=1, description="overrides epochs: stop after this many steps")
+    amp: Literal["auto", "on", "off"] | bool = Field(default="auto", description="mixed precision on CUDA")
+    channels_last: Literal["auto", "on", "off"] | bool = "auto"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    stats_batches: int | None = Field(default=16, ge=1, description="validation batches for activation statistics")
+
+    @field_validator("trainable")
+    @classmethod
+    def _trainable(cls, v: str) -> str:
+        if v not in TRAINABLE_MODES:
+            raise ValueError(f"must be one of {', '.join(TRAINABLE_MODES)}; got {v!r}")
+        return v
+
+
+class ExportConfig(_Strict):
+    onnx: bool = Field(default=False, description="model.onnx (not produced by this pipeline yet)")
+    opset: int = Field(default=18, ge=13, le=23)
+    weights: bool = True
+
+
+class JobConfig(_Strict):
+    model: ModelConfig
+    dataset: DatasetConfig
+    activation: str
+    activation_options: ActivationOptions = Field(default_factory=ActivationOptions)
+    strategy: str = "all"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        if v not in CATALOG:
+            raise ValueError(f"unknown activation {v!r}; accepted: {', '.join(CATALOG)}")
+        return v
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        parse_strategy(v)  # StrategyError is a ValueError carrying the grammar
+        return v
+
+    @model_validator(mode="after")
+    def _activation_options(self) -> JobConfig:
+        info = get_info(self.activation)
+        opts = self.activation_options
+        unknown = sorted(set(opts.options) - set(info.options))
+        if unknown:
+            accepted = ", ".join(["init", "granularity", "fallback", "convrelu_impl", *info.options])
+            raise ValueError(f"activation_options: unknown option(s) {', '.join(unknown)} for "
+                             f"{self.activation}; accepted: {accepted}")
+        info.check_granularity(opts.granularity)
+        if opts.fallback is not None and info.kind != "conv":
+            raise ValueError("activation_options.fallback applies to convrelu only")
+        return self
+
+    def checkpoint_key(self) -> dict:
+        """What a checkpoint must agree on to be resumed (metadata and export do not count)."""
+        return self.model_dump(mode="json", exclude={"metadata", "export"})
+
+
+class ConfigError(ValueError):
+    """An invalid job config; the message names every bad field and the accepted values."""
+
+
+def parse_config(data: dict | JobConfig) -> JobConfig:
+    """Validate a config dict (raises ConfigError with one line per problem)."""
+    if isinstance(data, JobConfig):
+        return data
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ").replace("\n", "\n    ")
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field"
+            lines.append(f"{where}: {msg}" if where else msg)
+        raise ConfigError("invalid job config:\n  " + "\n  ".join(lines)) from None
+
+
+__all__ = [
+    "INITS",
+    "TRAINABLE_MODES",
+    "GRANULARITIES",
+    "ActivationOptions",
+    "ConfigError",
+    "DatasetConfig",
+    "ExportConfig",
+    "JobConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "parse_config",
+    "parse_synthetic",
+]
