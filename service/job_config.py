@@ -156,8 +156,10 @@ class TrainConfig(_Strict):
 
 
 class ExportConfig(_Strict):
-    onnx: bool = Field(default=False, description="model.onnx (not produced by this pipeline yet)")
-    opset: int = Field(default=18, ge=13, le=23)
+    onnx: bool = Field(default=True, description="model.onnx: one reluswap node per site plus defining functions")
+    opset: int = Field(default=18, ge=18, le=23, description="default-domain opset of model.onnx")
+    inline: bool = Field(default=False, description="model.onnx with the functions inlined (standard ops only)")
+    pt2: bool = Field(default=True, description="model.pt2: a torch.export program of the converted model")
     weights: bool = True
 
 
