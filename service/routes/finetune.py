@@ -100,8 +100,9 @@ async def create_job(
             log.warning("broker send failed for %s: %s", job["id"], err)
             error = {"code": "broker_unavailable", "message": f"the job could not be queued: {err}"}
             await run_in_threadpool(store.fail, job["id"], error)
-            raise ApiError(503, f"the job queue is unavailable ({err}); the job {job['id']} was marked failed",
-                           "broker_unavailable") from None
+            raise ApiError(503, f"the job queue is unavailable ({err}): job {job['id']} was marked failed",
+                           "broker_unavailable",
+                           headers={"Location": str(request.url_for("get_job", job_id=job["id"]))}) from None
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = str(request.url_for("get_job", job_id=job["id"]))
