@@ -235,6 +235,13 @@ def test_leaky_relu_is_not_held_to_the_at_init_check(tmp_path, pretrained_digits
     assert result.report["at_init"]["checked"] is False
 
 
+def test_nothing_to_train_is_a_clear_error(tmp_path, pretrained_digits):  # noqa: F811
+    result = run_job(job_config("relu", trainable="act"), tmp_path, files={"weights": str(pretrained_digits)},
+                     device=DEVICE)
+    assert result.status == "failed" and result.error["param"] == "train.trainable"
+    assert "leaves nothing to train: relu has no learnable parameters" in result.error["message"]
+
+
 def test_class_count_mismatch_is_reported_before_training(tmp_path, pretrained_digits):  # noqa: F811
     config = job_config("pvlu")
     config["dataset"] = {"uri": "synthetic:5x100", "image_size": IMAGE_SIZE}

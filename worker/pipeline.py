@@ -162,6 +162,9 @@ class _Job:
             from converters.training import trainable
 
             groups = trainable(converted, cfg.train.trainable, cfg.train.weight_decay, cfg.train.threshold_l2)
+            if not groups:
+                raise InputError(f"train.trainable {cfg.train.trainable!r} leaves nothing to train: {cfg.activation} "
+                                 "has no learnable parameters (use bn+act or all)", "train.trainable")
             self.report["trainable"] = {
                 "mode": cfg.train.trainable,
                 "groups": {g["name"]: sum(p.numel() for p in g["params"]) for g in groups},
@@ -267,14 +270,18 @@ class _Job:
         rebuilt, _ = load_conversion(self.out_dir, device=self.device)
         x, _ = next(iter(val_loader))
         converted.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.precision.strict():
             x = x.to(self.device)
-            diff = float((rebuilt(x).float() - converted(x).float()).abs().max())
+            ours, theirs = converted(self.precision.inputs(x)).float(), rebuilt(x).float()
+            diff = float((theirs - ours).abs().max())
         self.report["reload_max_abs_diff"] = diff
-        if diff > RELOAD_TOLERANCE and self.precision.amp_dtype is None:
+        # On CUDA the rebuilt model (contiguous) and the trained one (maybe channels_last) may run
+        # different convolution algorithms: allow float rounding relative to the output scale.
+        tolerance = RELOAD_TOLERANCE if self.device.type == "cpu" else 1e-4 * max(1.0, float(ours.abs().max()))
+        if diff > tolerance:
             raise ConversionCheckError(
                 f"the model rebuilt from {CONVERSION_FILE} + {WEIGHTS_FILE} differs from the trained one "
-                f"(max |difference| {diff:.3g} > {RELOAD_TOLERANCE})")
+                f"(max |difference| {diff:.3g} > {tolerance:.3g})")
         if cfg.export.onnx:
             self.reporter.log("export.onnx: ONNX export is not part of this pipeline yet; skipped", "warning")
 

@@ -54,6 +54,18 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    @staticmethod
+    @contextlib.contextmanager
+    def strict():
+        """Full fp32 (no autocast, no TF32) for measurements: ConvReLU's shifted convolutions and
+        a plain conv then agree to float rounding, so at-init predictions can be compared."""
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -95,18 +107,18 @@ class EvalResult:
 
 def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logits: bool = False,
              reporter: Reporter | None = None) -> EvalResult:
+    """Loss and accuracy in strict fp32 (mixed precision is for training only), so the baseline,
+    at-init and final numbers are measured alike."""
     was_training = model.training
     model.eval()
     total_loss, correct, seen, kept = 0.0, 0, 0, []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), precision.strict():
             for x, y in data:
                 if reporter is not None:
                     reporter.check_cancel()
                 x, y = precision.inputs(x), y.to(precision.device)
-                with precision.autocast():
-                    out = model(x)
-                out = out.float()
+                out = model(x).float()
                 total_loss += float(F.cross_entropy(out, y, reduction="sum"))
                 correct += int((out.argmax(1) == y).sum())
                 seen += len(y)
