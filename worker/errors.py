@@ -46,5 +46,11 @@ class ConversionCheckError(JobError):
     code = "conversion_check_failed"
 
 
+class ExportCheckError(JobError):
+    """model.onnx or model.pt2 does not compute what the PyTorch model computes."""
+
+    code = "export_check_failed"
+
+
 class JobCancelled(Exception):
     """Raised inside the job when should_cancel() says so; the job ends `cancelled`."""

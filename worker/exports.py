@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConversionCheckError
+from .errors import ExportCheckError
 
 ONNX_FILE = "model.onnx"
 PT2_FILE = "model.pt2"
@@ -45,7 +45,7 @@ def write_onnx(model: torch.nn.Module, batch: torch.Tensor, out_dir: Path, opset
         "bytes": path.stat().st_size,
     }
     if not report.ok:
-        raise ConversionCheckError(f"{ONNX_FILE} failed verification against PyTorch: {'; '.join(report.errors)}")
+        raise ExportCheckError(f"{ONNX_FILE} failed verification against PyTorch: {'; '.join(report.errors)}")
     return summary
 
 
@@ -58,7 +58,7 @@ def write_pt2(model: torch.nn.Module, batch: torch.Tensor, out_dir: Path) -> dic
         diff = float((program.module()(batch) - model(batch)).abs().max())
     summary = {"file": PT2_FILE, "max_abs_diff": diff, "bytes": path.stat().st_size, "ok": diff <= PT2_TOLERANCE}
     if not summary["ok"]:
-        raise ConversionCheckError(f"{PT2_FILE} differs from the PyTorch model by {diff:.3g} (> {PT2_TOLERANCE})")
+        raise ExportCheckError(f"{PT2_FILE} differs from the PyTorch model by {diff:.3g} (> {PT2_TOLERANCE})")
     return summary
 
 
@@ -68,9 +68,20 @@ def write_exports(model: torch.nn.Module, batch: torch.Tensor, out_dir: Path, ex
     batch = batch[:VERIFY_BATCH].detach().float().cpu().contiguous()
     artifacts, report = [], {}
     if export_cfg.onnx:
-        report["onnx"] = write_onnx(clone, batch, out_dir, export_cfg.opset, getattr(export_cfg, "inline", False))
+        report["onnx"] = _guarded(ONNX_FILE, write_onnx, clone, batch, out_dir, export_cfg.opset, export_cfg.inline)
         artifacts.append(ONNX_FILE)
-    if getattr(export_cfg, "pt2", True):
-        report["pt2"] = write_pt2(clone, batch, out_dir)
+    if export_cfg.pt2:
+        report["pt2"] = _guarded(PT2_FILE, write_pt2, clone, batch, out_dir)
         artifacts.append(PT2_FILE)
     return artifacts, report
+
+
+def _guarded(name: str, write, *args) -> dict:
+    """An exporter failure fails the job with a clear error (never a half-written artifact)."""
+    try:
+        return write(*args)
+    except ExportCheckError:
+        raise
+    except Exception as err:
+        (args[2] / name).unlink(missing_ok=True)
+        raise ExportCheckError(f"writing {name} failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err

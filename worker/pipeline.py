@@ -31,6 +31,7 @@ from .checkpoint import config_fingerprint, seed_everything
 from .config import ConfigError, JobConfig, parse_config
 from .data import DataBundle, load_data
 from .errors import ConversionCheckError, InputError, JobCancelled, JobError
+from .exports import write_exports
 from .loading import CONVERSION_FILE, WEIGHTS_FILE, build, load_conversion, save_state_dict
 from .progress import Reporter
 from .report import (
@@ -282,8 +283,12 @@ class _Job:
             raise ConversionCheckError(
                 f"the model rebuilt from {CONVERSION_FILE} + {WEIGHTS_FILE} differs from the trained one "
                 f"(max |difference| {diff:.3g} > {tolerance:.3g})")
-        if cfg.export.onnx:
-            self.reporter.log("export.onnx: ONNX export is not part of this pipeline yet; skipped", "warning")
+        # model.onnx and model.pt2, verified against PyTorch on this validation batch before success.
+        artifacts, exports = write_exports(converted, x, self.out_dir, cfg.export)
+        self.artifacts += artifacts
+        self.report["exports"] = exports
+        if "onnx" in exports:
+            self.metrics["onnx_max_abs_diff"] = exports["onnx"]["max_abs_diff"]
 
     def _finish(self, status: str, error: dict | None = None) -> JobResult:
         self.report["status"] = status

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .functions import DOMAIN, VERSION, function_proto
+from .pt2 import at_least_two
 
 TWO_GB = 2 * 1024**3
 
@@ -66,6 +67,7 @@ def to_onnx(
     model.eval()
     dynamic_shapes = None
     if dynamic_batch:
+        example_inputs = at_least_two(example_inputs)
         batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} for _ in example_inputs)
     try:

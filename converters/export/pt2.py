@@ -14,6 +14,11 @@ import torch
 from torch import nn
 
 
+def at_least_two(example_inputs: tuple) -> tuple:
+    """torch.export specialises a dimension of size 1 to a constant: trace a batch of two."""
+    return tuple(x if x.shape[0] > 1 else torch.cat([x, x]) for x in example_inputs)
+
+
 def export_pt2(
     model: nn.Module,
     example_inputs: tuple | torch.Tensor,
@@ -24,6 +29,7 @@ def export_pt2(
         example_inputs = (example_inputs,)
     dynamic_shapes = None
     if dynamic_batch:
+        example_inputs = at_least_two(example_inputs)
         batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} for _ in example_inputs)
     was_training = model.training
