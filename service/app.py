@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
+from fastapi import Depends, FastAPI
 
 from . import errors
 from .auth import ConfigurationError, KeyRing
-from .job_config import JobConfig
+from .deps import reject_unknown_query
+from .openapi import build_openapi
 from .queue import CeleryQueue, JobQueue
 from .routes import activations, artifacts, finetune, health, jobs, metrics
 from .settings import Settings
@@ -27,36 +27,6 @@ DESCRIPTION = (
     "Swap the ReLUs of a pretrained CNN for learnable activations and fine-tune it. "
     "Create a job with POST /finetune, follow it under /jobs/{id}, download its artifacts."
 )
-
-
-def _openapi(app: FastAPI):
-    """The generated schema, plus JobConfig's models (POST /finetune reads its body by hand, to
-    stream multipart uploads, so FastAPI cannot see the body model)."""
-
-    def build() -> dict:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            config_schema = JobConfig.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(config_schema.pop("$defs", {}))
-            components["JobConfig"] = config_schema
-            _own_validation_errors(schema)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return build
-
-
-def _own_validation_errors(schema: dict) -> None:
-    """FastAPI documents its default 422 body; ours is the ErrorBody shape (errors.py)."""
-    for ops in schema.get("paths", {}).values():
-        for op in ops.values():
-            resp = op.get("responses", {}).get("422")
-            if resp:
-                resp["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema["components"]["schemas"].pop(name, None)
 
 
 def create_app(settings: Settings | None = None, store: JobStore | None = None,
@@ -74,7 +44,8 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None,
         if own_store:
             store.close()
 
-    app = FastAPI(title="reluswap", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="reluswap", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(reject_unknown_query)])
     app.state.settings, app.state.keys = settings, keys
     app.state.store, app.state.storage, app.state.queue = store, storage, queue
     app.state.metrics = Metrics(store)
@@ -82,5 +53,5 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None,
     for module in (finetune, jobs, artifacts, activations, health, metrics):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.openapi = _openapi(app)
+    app.openapi = lambda: build_openapi(app)
     return app

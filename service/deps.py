@@ -62,3 +62,29 @@ async def _owned_job(job_id: str, owner: Owner, store: StoreDep) -> dict:
 
 
 OwnedJob = Annotated[dict, Depends(_owned_job)]
+
+
+_known_query: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Unknown query parameters are a 422, as unknown config fields are: a typo (?limt=5) must not
+    be silently ignored."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _known_query.get(id(route))
+    if known is None:
+        known = _known_query.setdefault(id(route), frozenset(_query_names(route.dependant)))
+    for name in request.query_params:
+        if name not in known:
+            accepted = ", ".join(sorted(known)) or "none"
+            raise ApiError(422, f"unknown query parameter {name!r}; accepted: {accepted}", "invalid_request",
+                           name or None)

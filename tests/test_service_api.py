@@ -274,6 +274,9 @@ def test_artifact_download_and_ranges(api, finished):  # noqa: F811
         r = api.client.get(url, headers=api.headers(Range=spec))
         _error(r, 416, "range_not_satisfiable", "Range")
         assert r.headers["content-range"] == f"bytes */{n}"
+    r = api.client.get(f"/jobs/{job_id}/artifacts/report.json", headers=api.headers(Range="bytes=0-3"))
+    assert r.status_code == 206 and r.content == b'{"fi'  # a download is bytes, whatever the file
+    assert r.headers["content-type"] == "application/octet-stream"
     # Ignored (whole file): malformed, multiple ranges, other units.
     for spec in ("bytes=5-1", "bytes=0-1,5-6", "items=0-1", "bytes=x-"):
         r = api.client.get(url, headers=api.headers(Range=spec))
@@ -318,3 +321,9 @@ def test_framework_errors_use_the_error_shape(api):  # noqa: F811
     _error(api.client.get("/nowhere"), 404, "not_found", None)
     _error(api.client.put("/jobs", headers=api.headers()), 405, "method_not_allowed")
     _error(api.client.get("/jobs", params={"limit": "many"}, headers=api.headers()), 422, "invalid_request", "limit")
+    err = _error(api.client.get("/jobs", params={"limt": 5}, headers=api.headers()), 422, "invalid_request", "limt")
+    assert "after, limit, status" in err["message"]  # a typo is not silently ignored
+    job = api.create()
+    r = api.client.put(f"/jobs/{job['id']}", headers=api.headers())
+    _error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "DELETE, GET"  # every method of the path, not the first route's

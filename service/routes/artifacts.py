@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from ..deps import OwnedJob, StorageDep
 from ..errors import ApiError, responses
 from ..schemas import ArtifactList
-from ..storage import StorageError, content_type
+from ..storage import StorageError
 
 router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
 
@@ -58,8 +58,9 @@ def list_artifacts(job: OwnedJob, storage: StorageDep) -> dict:
     return {"data": storage.list_artifacts(job["id"])}
 
 
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_FILE_CONTENT = {"application/octet-stream": _BINARY, "application/json": _BINARY}
+# Downloads are bytes whatever the file (a byte range of report.json is not JSON); the listing
+# gives each artifact's own content_type.
+_FILE_CONTENT = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 @router.get("/{name}", response_class=StreamingResponse,
@@ -85,4 +86,4 @@ def download_artifact(job: OwnedJob, name: str, storage: StorageDep,
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     headers["Content-Length"] = str(last - first + 1)
     return StreamingResponse(_reader(f, first, last - first + 1), status_code=status,
-                             media_type=content_type(name), headers=headers)
+                             media_type="application/octet-stream", headers=headers)
