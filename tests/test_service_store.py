@@ -31,6 +31,22 @@ def _age_heartbeat(store: JobStore, job_id: str, seconds: float) -> None:
                   .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=seconds)))
 
 
+def test_engine_settings(store, store_url):  # noqa: F811
+    from sqlalchemy import text
+
+    with store.engine.connect() as c:
+        if store_url.startswith("sqlite"):
+            assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert c.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
+        else:
+            assert store.engine.dialect.driver == "psycopg"
+    if not store_url.startswith("sqlite"):  # a plain postgresql:// URL gets the psycopg driver too
+        plain = JobStore(store_url.replace("postgresql+psycopg://", "postgresql://"), create_tables=False)
+        assert plain.engine.dialect.driver == "psycopg"
+        plain.ping()
+        plain.close()
+
+
 def test_create_and_get(store):
     job, created = store.create_job("alice", CFG)
     assert created and job["status"] == "queued" and job["attempts"] == 0
