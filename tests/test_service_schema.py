@@ -2,11 +2,12 @@
 content type, body) conforms to what the schema declares. Bounded to a few examples per operation.
 
 The app is built at import (schemathesis' from_fixture loader does not run on pytest 9: it reads
-the removed Node._nodeid), in a temporary directory removed when the module's tests end.
+the removed Node._nodeid), in a temporary directory removed at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import shutil
 import tempfile
@@ -24,6 +25,9 @@ from service.queue import MemoryQueue
 _TMP = Path(tempfile.mkdtemp(prefix="reluswap-schema-"))
 app = create_app(make_settings(_TMP), queue=MemoryQueue())
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+# atexit, not a fixture: every xdist worker imports (and so builds) this, even one that runs none of it.
+atexit.register(shutil.rmtree, _TMP, True)
+atexit.register(app.state.store.close)
 
 
 def _seed_jobs() -> list[str]:
