@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -64,7 +65,8 @@ async def _owned_job(job_id: str, owner: Owner, store: StoreDep) -> dict:
 OwnedJob = Annotated[dict, Depends(_owned_job)]
 
 
-_known_query: dict[int, frozenset[str]] = {}
+# Per route object (weak: test processes build many apps, and ids of dead routes get reused).
+_known_query: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _query_names(dependant) -> set[str]:
@@ -80,9 +82,9 @@ def reject_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if route is None or not request.query_params:
         return
-    known = _known_query.get(id(route))
+    known = _known_query.get(route)
     if known is None:
-        known = _known_query.setdefault(id(route), frozenset(_query_names(route.dependant)))
+        known = _known_query.setdefault(route, frozenset(_query_names(route.dependant)))
     for name in request.query_params:
         if name not in known:
             accepted = ", ".join(sorted(known)) or "none"
