@@ -80,8 +80,8 @@ def _guarded(name: str, write, *args) -> dict:
     """An exporter failure fails the job with a clear error (never a half-written artifact)."""
     try:
         return write(*args)
-    except ExportCheckError:
-        raise
     except Exception as err:
-        (args[2] / name).unlink(missing_ok=True)
+        (args[2] / name).unlink(missing_ok=True)  # a file that failed verification is no artifact
+        if isinstance(err, ExportCheckError):
+            raise
         raise ExportCheckError(f"writing {name} failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
