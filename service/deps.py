@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -65,8 +64,7 @@ async def _owned_job(job_id: str, owner: Owner, store: StoreDep) -> dict:
 OwnedJob = Annotated[dict, Depends(_owned_job)]
 
 
-# Per route object (weak: test processes build many apps, and ids of dead routes get reused).
-_known_query: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KNOWN = "_reluswap_query_names"  # cached on the route object itself (routes are not hashable)
 
 
 def _query_names(dependant) -> set[str]:
@@ -82,9 +80,10 @@ def reject_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if route is None or not request.query_params:
         return
-    known = _known_query.get(route)
+    known = getattr(route, _KNOWN, None)
     if known is None:
-        known = _known_query.setdefault(route, frozenset(_query_names(route.dependant)))
+        known = frozenset(_query_names(route.dependant))
+        setattr(route, _KNOWN, known)
     for name in request.query_params:
         if name not in known:
             accepted = ", ".join(sorted(known)) or "none"
