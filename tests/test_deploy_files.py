@@ -134,7 +134,8 @@ def test_api_target_never_installs_torch():
     for name in TORCH_LIKE:
         assert not re.search(rf"\b{name}\b", runs), name
     # The package itself goes in without its dependencies (those pull torch).
-    package_installs = [cmd for cmd in instructions(api, "RUN") if ".whl" in cmd or re.search(r"install\S* .*\s\.(\s|$)", cmd)]
+    package_installs = [cmd for cmd in instructions(api, "RUN")
+                        if ".whl" in cmd or re.search(r"install\S* .*\s\.(\s|$)", cmd)]
     assert package_installs and all("--no-deps" in cmd for cmd in package_installs)
     assert any("api-requirements.txt" in cmd for cmd in instructions(api, "RUN"))
 
