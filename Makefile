@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test demo install lint clean
+.PHONY: test demo install lint clean deploy-check bench-api
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/reluswap sites --model torchvision:resnet18 --image-size 64
 	$(VENV)/bin/reluswap activations
+
+# Dockerfile (hadolint) and docker-compose.yml (docker-compose v1) without a Docker engine.
+deploy-check:
+	.ci/check-deploy
+
+# A ~5 s load run against the API of a freshly started embedded deployment (see bench/README.md).
+bench-api: $(STAMP)
+	$(PY) bench/api_load.py --start-embedded --seconds 5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check converters worker service reluswap tests
