@@ -93,6 +93,32 @@ class Embedded:
     env: dict
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     reaper: object | None = None
+    log_dir: Path | None = None
+    redis_port: int | None = None
+
+    def start_worker(self) -> subprocess.Popen:
+        """(Re)start the worker in its own process group, so a test can kill it with its pool child."""
+        log = open(self.log_dir / "worker.log", "ab")
+        self.processes["worker"] = subprocess.Popen(
+            worker_command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self.processes["worker"]
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool children: a crashed machine, not a shutdown."""
+        process = self.processes["worker"]
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+    def restart_redis(self) -> None:
+        """Stop redis (it writes its append-only file) and start it again on the same port and dir."""
+        redis = self.processes["redis"]
+        redis.send_signal(signal.SIGTERM)
+        redis.wait(20)
+        self.processes["redis"], _ = start_redis(Path(self.env["RELUSWAP_DATA_DIR"]), port=self.redis_port)
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.reaper is not None:
@@ -101,12 +127,15 @@ class Embedded:
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # a worker finishes its running job first (warm shutdown)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                if name == "worker":
+                    self.kill_worker()
+                else:
+                    process.kill()
+                    process.wait()
 
 
 def start_embedded(
@@ -116,6 +145,7 @@ def start_embedded(
     heartbeat_timeout_s: float | None = None,
     extra_env: dict | None = None,
     log_dir: Path | None = None,
+    start_worker: bool = True,
 ) -> Embedded:
     """Start redis, the API and one worker; returns once the API answers."""
     data_dir = Path(data_dir).resolve()
@@ -134,17 +164,16 @@ def start_embedded(
         **({"RELUSWAP_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s)} if heartbeat_timeout_s else {}),
         **(extra_env or {}),
     }
-    embedded = Embedded(url=f"http://{host}:{port}", api_key=key, env=env)
+    embedded = Embedded(url=f"http://{host}:{port}", api_key=key, env=env, log_dir=log_dir)
     try:
-        redis, redis_port = start_redis(data_dir)
+        redis, embedded.redis_port = start_redis(data_dir)
         embedded.processes["redis"] = redis
-        env["RELUSWAP_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        env["RELUSWAP_BROKER_URL"] = f"redis://127.0.0.1:{embedded.redis_port}/0"
         embedded.processes["api"] = subprocess.Popen(
             api_command(host, port), env=env, stdout=open(log_dir / "api.log", "ab"), stderr=subprocess.STDOUT
         )
-        embedded.processes["worker"] = subprocess.Popen(
-            worker_command(), env=env, stdout=open(log_dir / "worker.log", "ab"), stderr=subprocess.STDOUT
-        )
+        if start_worker:
+            embedded.start_worker()
         wait_for_port(host, port, 60, embedded.processes["api"])
         embedded.reaper = _start_reaper(env)
     except BaseException:
