@@ -92,7 +92,6 @@ class Embedded:
     api_key: str
     env: dict
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    reaper: object | None = None
     log_dir: Path | None = None
     redis_port: int | None = None
 
@@ -121,8 +120,6 @@ class Embedded:
         self.processes["redis"], _ = start_redis(Path(self.env["RELUSWAP_DATA_DIR"]), port=self.redis_port)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.reaper is not None:
-            self.reaper.stop()
         for name in ("worker", "api", "redis"):
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
@@ -175,24 +172,7 @@ def start_embedded(
         if start_worker:
             embedded.start_worker()
         wait_for_port(host, port, 60, embedded.processes["api"])
-        embedded.reaper = _start_reaper(env)
     except BaseException:
         embedded.stop()
         raise
     return embedded
-
-
-def _start_reaper(env: dict):
-    """The reaper runs in the supervisor: it needs only the store and the queue (no torch)."""
-    from service.queue import CeleryQueue
-    from service.reaper import Reaper
-    from service.settings import Settings
-    from service.store import JobStore
-
-    settings = Settings(
-        data_dir=env["RELUSWAP_DATA_DIR"], broker_url=env["RELUSWAP_BROKER_URL"],
-        heartbeat_timeout_s=float(env.get("RELUSWAP_HEARTBEAT_TIMEOUT_S", Settings().heartbeat_timeout_s)),
-    )
-    reaper = Reaper(JobStore(settings.database_url), CeleryQueue(settings), settings)
-    reaper.start()
-    return reaper

@@ -18,6 +18,7 @@ from .queue import CeleryQueue, JobQueue
 from .routes import activations, artifacts, finetune, health, jobs, metrics
 from .settings import Settings
 from .storage import LocalStorage, Storage
+from .reaper import Reaper
 from .store import JobStore
 from .telemetry import Metrics, MetricsMiddleware
 
@@ -40,7 +41,12 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        reaper = Reaper(store, queue, settings) if settings.run_reaper else None
+        if reaper is not None:
+            reaper.start()
         yield
+        if reaper is not None:
+            reaper.stop()
         if own_store:
             store.close()
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     allowed_data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
     heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    # Run the reaper (requeue/fail jobs whose worker went silent) inside this API process.
+    # Several API replicas may all run it: requeue is conditional and atomic, a claim decides.
+    run_reaper: bool = True
     max_attempts: int = Field(default=3, ge=1)
     # Redis redelivers an unacked task after this long: it must exceed the longest job.
     visibility_timeout_s: int = Field(default=12 * 3600, ge=1)
