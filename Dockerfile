@@ -28,7 +28,6 @@ RUN pip install --no-cache-dir -r /tmp/api-requirements.txt
 COPY --from=wheel /wheels /tmp/wheels
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels /tmp/api-requirements.txt
-COPY docker/reaper.py /opt/reluswap/reaper.py
 USER 10001:10001
 WORKDIR /data
 ENV RELUSWAP_DATA_DIR=/data \
