@@ -20,9 +20,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
+# The main job end to end through HTTP: pretrain (cached), serve, POST /finetune, follow, download
+# model.onnx, run it in onnxruntime, print the metrics, stop (reluswap/commands/demo.py).
 demo: $(STAMP)
-	$(VENV)/bin/reluswap sites --model torchvision:resnet18 --image-size 64
-	$(VENV)/bin/reluswap activations
+	$(VENV)/bin/reluswap demo
 
 # Dockerfile (hadolint) and docker-compose.yml (docker-compose v1) without a Docker engine.
 deploy-check:
