@@ -102,7 +102,7 @@ def run(args) -> int:
                 "dataset": {"uri": "builtin:digits", "image_size": IMAGE_SIZE},
                 "activation": args.activation,
                 "strategy": args.strategy,
-                "train": {"epochs": args.epochs, "batch_size": 64, "lr": 0.01, "seed": 0},
+                "train": {"epochs": args.epochs, "batch_size": 64, "lr": 0.001, "seed": 0},
                 "export": {"onnx": True},
             }
             with weights.open("rb") as f:
