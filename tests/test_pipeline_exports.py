@@ -20,7 +20,9 @@ from worker.pipeline import run_job
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, pretrained_digits):  # noqa: F811
     out = tmp_path_factory.mktemp("job")
-    result = run_job(job_config("pvlu", "all", max_steps=3), out, files={"weights": pretrained_digits})
+    config = job_config("pvlu", "all", max_steps=3)
+    config["export"] = {"onnx": True, "pt2": True}
+    result = run_job(config, out, files={"weights": pretrained_digits})
     assert result.status == "succeeded", result.error
     return result
 

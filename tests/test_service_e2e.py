@@ -60,6 +60,7 @@ def quick(activation="pvlu", strategy="all", **train) -> dict:
 
 def test_happy_path(client, pretrained_digits, tmp_path):  # noqa: F811
     config = job_config("pvlu", "all", epochs=1)
+    config["export"] = {"onnx": True, "pt2": True}
     job = submit(client, pretrained_digits, config)
     seen: list = []
     done = wait_for(client, job["id"], lambda j: j["status"] in ENDED, 600, seen)
