@@ -15,10 +15,10 @@ from .auth import ConfigurationError, KeyRing
 from .deps import reject_unknown_query
 from .openapi import build_openapi
 from .queue import CeleryQueue, JobQueue
+from .reaper import Reaper
 from .routes import activations, artifacts, finetune, health, jobs, metrics
 from .settings import Settings
 from .storage import LocalStorage, Storage
-from .reaper import Reaper
 from .store import JobStore
 from .telemetry import Metrics, MetricsMiddleware
 

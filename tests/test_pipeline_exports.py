@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from pipeline_fixtures import job_config, pretrained_digits  # noqa: F401
+
 from worker import exports
 from worker.loading import load_conversion
 from worker.pipeline import run_job

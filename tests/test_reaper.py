@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
+from service_fixtures import postgres_server, postgres_url, store_url, valid_config  # noqa: F401
+
 from service.queue import MemoryQueue
 from service.reaper import sweep
 from service.settings import Settings
 from service.store import JobStore
-from service_fixtures import postgres_server, postgres_url, store_url, valid_config  # noqa: F401
 
 
 def _running(store: JobStore, worker: str = "w1") -> str:

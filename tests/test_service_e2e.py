@@ -4,15 +4,14 @@ Celery prefork worker process, SQLite, the reaper. Jobs fine-tune a digits resne
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from pipeline_fixtures import job_config, pretrained_digits  # noqa: F401
+
 from reluswap.supervisor import start_embedded
 
 HEARTBEAT_TIMEOUT_S = 4.0
