@@ -8,6 +8,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from conversion_helpers import randomize
 from torch import nn
 
 from converters import InplaceHazardError, convert, find_sites
@@ -40,16 +41,6 @@ def expected_added_parameters(conversion, source: nn.Module, granularity: str | 
             per_param = site.channels if (granularity or info.default_granularity) == "channel" else 1
             total += len(info.params) * per_param
     return total
-
-
-def randomize(conversion, low=0.2, high=0.6, seed=0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    params = dict(conversion.model.named_parameters())
-    with torch.no_grad():
-        for site in conversion.replaced:
-            for key in site.parameters:
-                p = params[key]
-                p.copy_(torch.rand(p.shape, generator=gen) * (high - low) + low)
 
 
 @pytest.mark.parametrize("ref", MODELS)

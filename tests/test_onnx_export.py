@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conversion_helpers import randomize
 from torch import nn
 
 from converters import convert
@@ -23,16 +24,6 @@ from converters.export import export_onnx, export_pt2, inline, to_onnx, verify_o
 MODELS = ["torchvision:resnet18", "torchvision:resnet50", "torchvision:densenet121", "torchvision:googlenet", "torchvision:vgg16_bn"]
 CUSTOM = [name for name, info in CATALOG.items() if info.onnx_op is not None]  # prelu, pvlu, ..., convrelu
 SIZE = 32  # smaller than the conversion tests: export time grows with the graph, not the image
-
-
-def _randomize(conversion, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    params = dict(conversion.model.named_parameters())
-    with torch.no_grad():
-        for site in conversion.replaced:
-            for key in site.parameters:
-                p = params[key]
-                p.copy_(torch.rand(p.shape, generator=gen) * 0.5 - (0.1 if key.endswith("theta") else 0.0))
 
 
 def _session(proto_or_path) -> ort.InferenceSession:
@@ -67,7 +58,7 @@ def test_export_matches_pytorch(filled_model, ref, activation):
     x1 = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     x7 = torch.randn(7, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     conversion = convert(model, activation, example_inputs=x1)
-    _randomize(conversion)
+    randomize(conversion, low=-0.1, high=0.4)  # negative thresholds and slopes too
     net = conversion.model.eval()
     proto = to_onnx(net, x1)
     onnx.checker.check_model(proto, full_check=True)
@@ -148,7 +139,7 @@ def test_fp16_export_runs_in_onnxruntime(filled_model, tmp_path):
 
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
     conversion = convert(filled_model("torchvision:resnet18"), "pvlu", example_inputs=x)
-    _randomize(conversion)
+    randomize(conversion, low=-0.1, high=0.4)  # negative thresholds and slopes too
     with torch.no_grad():
         want = conversion.model(x)
     half = copy.deepcopy(conversion.model).half()
@@ -171,7 +162,7 @@ def test_single_file_and_dynamic_batch(filled_model, tmp_path):
 def test_pt2_loads_without_reluswap(filled_model, tmp_path):
     x = torch.randn(3, 3, SIZE, SIZE)
     conversion = convert(filled_model("torchvision:resnet18"), "convrelu", example_inputs=x, fallback="adarelu")
-    _randomize(conversion)
+    randomize(conversion, low=-0.1, high=0.4)  # negative thresholds and slopes too
     export_pt2(conversion.model, x, tmp_path / "model.pt2")
     with torch.no_grad():
         torch.save({"x": x, "y": conversion.model(x)}, tmp_path / "io.pt")
@@ -196,7 +187,7 @@ def exported(tmp_path_factory):
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, SIZE, SIZE)
     conversion = convert(model, "pvlu", example_inputs=x)
-    _randomize(conversion)
+    randomize(conversion, low=-0.1, high=0.4)  # negative thresholds and slopes too
     path = export_onnx(conversion.model, x, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return conversion.model, x, path
 

@@ -8,25 +8,16 @@ import json
 
 import pytest
 import torch
+from conversion_helpers import randomize
 
 from converters import ConversionMismatchError, convert, convert_from_spec
 from converters.spec import ConversionSpec, load_converted_state_dict
 
 
-def _randomized(conversion, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    params = dict(conversion.model.named_parameters())
-    with torch.no_grad():
-        for site in conversion.replaced:
-            for key in site.parameters:
-                params[key].copy_(torch.rand(params[key].shape, generator=gen) * 0.5)
-    return conversion
-
-
 @pytest.mark.parametrize("activation,strategy", [("pvlu", "all"), ("convrelu", "block:first"), ("dualline", "last:5")])
 def test_same_spec_reloads_strictly(filled_model, example_input, activation, strategy):
     model = filled_model("torchvision:resnet18")
-    trained = _randomized(convert(model, activation, strategy=strategy, example_inputs=example_input))
+    trained = randomize(convert(model, activation, strategy=strategy, example_inputs=example_input))
     state = trained.model.state_dict()
     fresh = convert(model, activation, strategy=strategy, example_inputs=example_input)
     assert list(fresh.model.state_dict()) == list(state)  # same keys, same order
@@ -37,7 +28,7 @@ def test_same_spec_reloads_strictly(filled_model, example_input, activation, str
 
 def test_rebuild_from_the_saved_spec(filled_model, example_input):
     model = filled_model("torchvision:resnet50")
-    trained = _randomized(convert(model, "adarelu", strategy="block:layer2;fraction:0.5", example_inputs=example_input))
+    trained = randomize(convert(model, "adarelu", strategy="block:layer2;fraction:0.5", example_inputs=example_input))
     saved = json.loads(json.dumps(trained.spec.to_dict()))  # as conversion.json would hold it
     rebuilt = convert_from_spec(model, saved, example_input)
     assert rebuilt.spec.to_dict() == trained.spec.to_dict()
@@ -48,7 +39,7 @@ def test_rebuild_from_the_saved_spec(filled_model, example_input):
 
 def test_rebuild_keeps_convrelu_fallback_sites(filled_model, example_input):
     model = filled_model("torchvision:resnet18")
-    trained = _randomized(convert(model, "convrelu", example_inputs=example_input, fallback="adarelu"))
+    trained = randomize(convert(model, "convrelu", example_inputs=example_input, fallback="adarelu"))
     rebuilt = convert_from_spec(model, ConversionSpec.from_dict(trained.spec.to_dict()), example_input)
     assert [(s.name, s.replacement) for s in rebuilt.replaced] == [(s.name, s.replacement) for s in trained.replaced]
     rebuilt.model.load_state_dict(trained.model.state_dict(), strict=True)
