@@ -1,0 +1,157 @@
+"""ConvReLU forward+backward time and memory against Conv2d(ReLU(x)) at resnet50's 3x3 shapes.
+
+    python bench/convrelu_conv.py                         # CPU, batch 8
+    python bench/convrelu_conv.py --device cuda           # batch 64
+    python bench/convrelu_conv.py --batch 4 --threads 1
+    python bench/convrelu_conv.py --quick                 # seconds; the smoke test uses it
+
+For each resnet50 stage's 3x3 conv (C -> C, stride 1, padding 1: 64@56, 128@28, 256@14, 512@7), the
+baseline conv(relu(x)) and ConvReLU2d.from_conv(conv, impl=...) for impl in "unfold" (reference),
+"shifted" (the current fast path) and "fused" (a slot for a future fused kernel: reported as not
+available while ConvReLU2d refuses that impl). x requires grad, as inside a network. Reports the median
+forward+backward time, its ratio to the baseline, and memory (see --help of the README section):
+CUDA: peak torch.cuda.max_memory_allocated above what was allocated before the step; every device:
+bytes autograd saves for backward (torch.autograd.graph.saved_tensors_hooks, counted once per storage).
+Prints one JSON object and writes bench/results/convrelu_conv-<timestamp>.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from _bench_common import environment, median_seconds, now, stamp, sync, write_result
+from torch import nn
+
+from converters.activations import ConvReLU2d
+
+STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]  # resnet50 3x3 convs: channels, spatial size
+IMPLS = ["unfold", "shifted", "fused"]
+
+
+def saved_tensor_bytes(step) -> int:
+    """Bytes of the tensors autograd saves during one forward (counted once per storage).
+
+    Includes saved parameters (the conv weight) and whatever an implementation keeps for backward;
+    leaves out the output and temporaries freed during the forward. A CPU stand-in for peak memory."""
+    seen: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        seen[(storage.data_ptr(), str(t.device))] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step()
+    del out
+    return sum(seen.values())
+
+
+def cuda_peak_bytes(step, device: str) -> int:
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def bench_module(forward, x, grad, device, warmup, repeats) -> dict:
+    def step():
+        x.grad = None
+        forward(x).backward(grad)
+
+    def forward_only():
+        return forward(x)
+
+    out = {"fwd_bwd_s": median_seconds(step, device, warmup, repeats, min_repeat_s=0.0),
+           "saved_bytes": saved_tensor_bytes(forward_only)}
+    if device.startswith("cuda"):
+        out["peak_bytes"] = cuda_peak_bytes(step, device)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--batch", type=int, default=None, help="default 8 on CPU, 64 on CUDA")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="batch 1, spatial sizes / 4 (smoke test)")
+    args = parser.parse_args(argv)
+
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available")
+    batch = args.batch or (1 if args.quick else 64 if cuda else 8)
+    stages = [(c, max(2, s // 4)) for c, s in STAGES] if args.quick else STAGES
+    if args.quick:
+        args.warmup, args.repeats = 1, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+
+    started_at = now()
+    torch.manual_seed(0)
+    rows = []
+    for channels, size in stages:
+        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(args.device)
+        relu = nn.ReLU()
+        x = torch.randn(batch, channels, size, size, device=args.device, requires_grad=True)
+        grad = torch.randn(batch, channels, size, size, device=args.device)
+        base = bench_module(lambda t, conv=conv, relu=relu: conv(relu(t)), x, grad, args.device,
+                            args.warmup, args.repeats)
+        entry = {
+            "stage": f"{channels}@{size}",
+            "shape": [batch, channels, size, size],
+            "conv_relu": {"fwd_bwd_ms": round(base["fwd_bwd_s"] * 1e3, 3),
+                          **{k: v for k, v in base.items() if k.endswith("bytes")}},
+        }
+        for impl in impls:
+            try:
+                module = ConvReLU2d.from_conv(conv, init="identity", impl=impl)
+            except (ValueError, NotImplementedError) as exc:
+                entry[impl] = {"available": False, "reason": f"not available: {exc}"}
+                continue
+            t = bench_module(module, x, grad, args.device, args.warmup, args.repeats)
+            entry[impl] = {
+                "available": True,
+                "fwd_bwd_ms": round(t["fwd_bwd_s"] * 1e3, 3),
+                # time / conv(relu(x)) time: 1.0 is as fast as the plain pair
+                "time_ratio_to_conv_relu": round(t["fwd_bwd_s"] / base["fwd_bwd_s"], 3),
+                **{k: v for k, v in t.items() if k.endswith("bytes")},
+                "saved_ratio_to_conv_relu": round(t["saved_bytes"] / max(1, base["saved_bytes"]), 3),
+            }
+            if cuda:
+                entry[impl]["peak_ratio_to_conv_relu"] = round(t["peak_bytes"] / max(1, base["peak_bytes"]), 3)
+        rows.append(entry)
+        print(f"{entry['stage']}: " + ", ".join(
+            f"{k} {v.get('time_ratio_to_conv_relu', 'n/a')}x" for k, v in entry.items()
+            if isinstance(v, dict) and "available" in v), file=sys.stderr)
+
+    result = {
+        "benchmark": "convrelu_conv",
+        "started_at": stamp(started_at),
+        "environment": environment(args.device),
+        "batch": batch,
+        "dtype": "float32",
+        "conv": "Cin = Cout = C, 3x3, stride 1, padding 1, no bias; x requires grad",
+        "baseline": "conv(relu(x))",
+        "impls": impls,
+        "memory": ("saved_bytes: bytes autograd saves for backward during one forward, once per storage "
+                   "(saved_tensors_hooks), parameters included" + (
+                       "; peak_bytes: torch.cuda.max_memory_allocated during forward+backward minus "
+                       "memory allocated before it" if cuda else "")),
+        "timing": {"warmup": args.warmup, "repeats": args.repeats, "statistic": "median of repeats"},
+        "quick": args.quick,
+        "stages": rows,
+    }
+    write_result("convrelu_conv", result, started_at)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
