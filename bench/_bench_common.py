@@ -16,7 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# $RELUSWAP_BENCH_RESULTS overrides the folder (the smoke test writes to a temp dir).
+RESULTS = Path(os.environ.get("RELUSWAP_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def environment(device: str = "cpu") -> dict:
@@ -73,7 +74,8 @@ def median_seconds(fn: Callable[[], object], device: str = "cpu", warmup: int = 
 
 
 def write_result(name: str, result: dict, started_at: datetime) -> Path:
-    """Print the JSON to stdout and write it to bench/results/<name>-<UTC timestamp>.json."""
+    """Print the JSON to stdout and write it to bench/results/<name>-<UTC timestamp>.json
+    (or under $RELUSWAP_BENCH_RESULTS)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     text = json.dumps(result, indent=2)
