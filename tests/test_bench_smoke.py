@@ -1,0 +1,80 @@
+"""The speed benchmarks (bench/, issue 6) run in --quick mode and write the JSON they promise.
+
+Only the shape of the output is checked: keys present, ratios positive numbers. No speed target:
+the numbers depend on the machine and on what else runs on it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:
+    env = {**os.environ, "RELUSWAP_BENCH_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", *extra], capture_output=True,
+                          text=True, env=env, timeout=120, cwd=BENCH.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(tmp_path.glob(f"{Path(script).stem}-*.json"))
+    assert len(files) == 1, files
+    result = json.loads(files[0].read_text())
+    assert json.loads(proc.stdout) == result
+    assert {"benchmark", "started_at", "environment", "timing", "quick"} <= result.keys()
+    assert result["quick"] is True
+    assert {"torch", "device", "cpu_count", "torch_threads"} <= result["environment"].keys()
+    return result
+
+
+def positive(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_activation_throughput(tmp_path):
+    result = run_quick("activation_throughput.py", tmp_path)
+    assert result["modes"] == ["eager"]
+    assert len(result["results"]) == 2
+    for entry in result["results"]:
+        assert {"shape", "bytes", "modes"} <= entry.keys()
+        rows = entry["modes"]["eager"]
+        assert set(rows) == {"torch.relu", *result["activations"]}
+        assert "pvlu" in rows and "adarelu" in rows
+        for row in rows.values():
+            for key in ("fwd_ms", "fwd_bwd_ms", "fwd_gbps", "fwd_bwd_gbps", "fwd_ratio_to_relu",
+                        "fwd_bwd_ratio_to_relu"):
+                assert positive(row[key]), (key, row)
+        assert rows["torch.relu"]["fwd_bwd_ratio_to_relu"] == 1.0
+
+
+def test_convrelu_conv(tmp_path):
+    result = run_quick("convrelu_conv.py", tmp_path)
+    assert [s["stage"].split("@")[0] for s in result["stages"]] == ["64", "128", "256", "512"]
+    for stage in result["stages"]:
+        assert positive(stage["conv_relu"]["fwd_bwd_ms"]) and positive(stage["conv_relu"]["saved_bytes"])
+        for impl in ("unfold", "shifted"):
+            row = stage[impl]
+            assert row["available"] is True
+            for key in ("fwd_bwd_ms", "time_ratio_to_conv_relu", "saved_bytes", "saved_ratio_to_conv_relu"):
+                assert positive(row[key]), (impl, key, row)
+        assert "available" in stage["fused"]  # the slot for a fused kernel: "not available" for now
+        if not stage["fused"]["available"]:
+            assert stage["fused"]["reason"]
+
+
+def test_onnx_latency(tmp_path):
+    result = run_quick("onnx_latency.py", tmp_path, "--threads", "1")
+    assert {"onnxruntime", "onnx"} <= result["environment"].keys()
+    (entry,) = result["results"]
+    assert entry["model"] == "resnet18"
+    assert entry["files"]["pvlu"]["custom_ops"] == ["PVLU"]
+    assert entry["files"]["convrelu"]["custom_ops"] == ["ConvReLU"]
+    assert entry["files"]["original"]["custom_ops"] == []
+    for batch in ("1", "2"):
+        assert all(positive(v) for v in entry["latency_ms"][batch].values())
+        ratios = entry["ratio_to_original"][batch]
+        assert set(ratios) == {"pvlu", "convrelu"}
+        assert all(positive(v) for v in ratios.values()), ratios
