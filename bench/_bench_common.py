@@ -52,15 +52,16 @@ def median_seconds(fn: Callable[[], object], device: str = "cpu", warmup: int = 
                    min_repeat_s: float = 0.01) -> float:
     """Median over `repeats` of the mean time of one call, after `warmup` untimed calls.
 
-    Each repeat runs fn `number` times back to back (number is chosen from the warmup so a repeat
-    lasts at least min_repeat_s), which keeps timer and launch overhead small for tiny calls.
+    Each repeat runs fn `number` times back to back (number is chosen from the last warmup call so a
+    repeat lasts at least min_repeat_s), which keeps timer and launch overhead small for tiny calls.
     The device is synchronised before and after each repeat."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(max(1, warmup)):
+    for _ in range(max(0, warmup - 1)):  # first calls: compilation, allocator, kernel selection
         fn()
     sync(device)
-    per_call = (time.perf_counter() - start) / max(1, warmup)
+    start = time.perf_counter()  # the last warmup call sizes `number`
+    fn()
+    sync(device)
+    per_call = time.perf_counter() - start
     number = max(1, int(min_repeat_s / per_call) if per_call > 0 else 1)
     times = []
     for _ in range(repeats):
