@@ -151,7 +151,8 @@ def convert(
         missing = [n for n in wanted if n not in known]
         if missing:
             raise ValueError(f"sites not found in this model: {', '.join(missing[:8])}")
-        chosen = [s for s in all_sites if s.name in set(wanted)]
+        wanted_set = set(wanted)
+        chosen = [s for s in all_sites if s.name in wanted_set]
     else:
         dead = _calibration_dead_fractions(model, calibration, leaf_modules) if calibration is not None else None
         blocks = detect_blocks([s.scope for s in all_sites])
