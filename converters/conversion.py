@@ -17,7 +17,7 @@ from torch import fx, nn
 from .activations import ConvReLU2d, create_activation
 from .blocks import detect_blocks
 from .catalog import get_info
-from .inplace import check_inplace_hazard
+from .inplace import check_inplace_hazard, execution_order
 from .site import Site
 from .sites import relu_call, trace_sites
 from .spec import ConversionSpec, attach_spec
@@ -168,15 +168,18 @@ def convert(
         else:
             plans.append((site, use))
 
+    # Eligible convs are called exactly once (sites.py), so their target names their node.
+    module_nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
     # Refuse hazards before touching anything: the ConvReLU convs read the pre-activation on purpose.
+    order = execution_order(gm)
     for site, use in plans:
-        allowed = {nodes_by_target(gm, t) for t in site.convrelu_convs} if use == "convrelu" else set()
-        check_inplace_hazard(site, gm, nodes, allowed)
+        allowed = {module_nodes[t] for t in site.convrelu_convs} if use == "convrelu" else set()
+        check_inplace_hazard(site, gm, nodes, allowed, order)
 
     device = _model_device(gm)
     for site, use in plans:
         if use == "convrelu":
-            _fuse_convrelu(gm, site, nodes, init, convrelu_impl, device)
+            _fuse_convrelu(gm, site, nodes, module_nodes, init, convrelu_impl, device)
         else:
             act_options = options if use == activation else {}
             act_granularity = granularity if use == activation else None
@@ -218,14 +221,8 @@ def convert(
     return Conversion(gm, all_sites, spec)
 
 
-def nodes_by_target(gm: fx.GraphModule, target: str) -> fx.Node:
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target == target:
-            return node
-    raise KeyError(target)
-
-
-def _fuse_convrelu(gm: fx.GraphModule, site: Site, nodes: dict[str, fx.Node], init: str, impl: str, device) -> None:
+def _fuse_convrelu(gm: fx.GraphModule, site: Site, nodes: dict[str, fx.Node], module_nodes: dict[str, fx.Node],
+                   init: str, impl: str, device) -> None:
     """Each consuming Conv2d becomes a ConvReLU2d reading the pre-activation; the ReLU stays only
     for consumers that are not convs (made out of place, so the convs still see x)."""
     relu = nodes[site.node]
@@ -236,7 +233,7 @@ def _fuse_convrelu(gm: fx.GraphModule, site: Site, nodes: dict[str, fx.Node], in
         fused = ConvReLU2d.from_conv(conv, init=init, impl=impl).to(device)
         fused.site_name = site.name
         _set_module(gm, target, fused)
-        conv_node = nodes_by_target(gm, target)
+        conv_node = module_nodes[target]
         conv_node.args = (x, *conv_node.args[1:])
         site.parameters.append(f"{target}.theta")
     _drop_dead_identities(gm, relu)

@@ -65,9 +65,15 @@ def alias_group(start: fx.Node, gm: fx.GraphModule, exclude: fx.Node) -> set[fx.
     return group
 
 
-def later_readers(site_node: fx.Node, input_node: fx.Node, gm: fx.GraphModule, allowed: set[fx.Node] = frozenset()) -> list[fx.Node]:
-    """Nodes that read the site's input (or an alias of it) after the in-place site runs."""
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+def execution_order(gm: fx.GraphModule) -> dict[fx.Node, int]:
+    return {n: i for i, n in enumerate(gm.graph.nodes)}
+
+
+def later_readers(site_node: fx.Node, input_node: fx.Node, gm: fx.GraphModule, allowed: set[fx.Node] = frozenset(),
+                  order: dict[fx.Node, int] | None = None) -> list[fx.Node]:
+    """Nodes that read the site's input (or an alias of it) after the in-place site runs.
+    `order` (execution_order(gm)) may be passed in when checking many sites of one graph."""
+    order = order if order is not None else execution_order(gm)
     group = alias_group(input_node, gm, exclude=site_node)
     here = order[site_node]
     readers = []
@@ -80,11 +86,12 @@ def later_readers(site_node: fx.Node, input_node: fx.Node, gm: fx.GraphModule, a
     return sorted(set(readers), key=order.__getitem__)
 
 
-def check_inplace_hazard(site, gm: fx.GraphModule, nodes: dict[str, fx.Node], allowed: set[fx.Node] = frozenset()) -> None:
+def check_inplace_hazard(site, gm: fx.GraphModule, nodes: dict[str, fx.Node], allowed: set[fx.Node] = frozenset(),
+                         order: dict[fx.Node, int] | None = None) -> None:
     """Raise InplaceHazardError when replacing `site` out of place would change the function."""
     if not site.inplace or site.call == "inner":
         return
-    readers = later_readers(nodes[site.node], nodes[site.input_node], gm, allowed)
+    readers = later_readers(nodes[site.node], nodes[site.input_node], gm, allowed, order)
     if readers:
         names = ", ".join(r.name if r.op != "call_module" else str(r.target) for r in readers)
         raise InplaceHazardError(

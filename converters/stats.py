@@ -81,10 +81,7 @@ class _Probe(nn.Module):
 
     def forward(self, x):
         source = self.point_source
-        point = source.rectification_point() if source is not None and hasattr(source, "rectification_point") else 0.0
-        if isinstance(point, torch.Tensor):
-            point = point.detach()
-        self.counter.add(x, point)
+        self.counter.add(x, _point(source) if source is not None else 0.0)
 
 
 def _sites_and_graph(model: nn.Module, leaf_modules) -> tuple[fx.GraphModule, list[Site]]:
