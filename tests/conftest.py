@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 
 import pytest
 import torch
@@ -41,6 +42,19 @@ def filled_model():
 def example_input():
     gen = torch.Generator().manual_seed(1)
     return torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen).to(DEVICE)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network: every connect fails, and the download caches are empty folders."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("RELUSWAP_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
 def pytest_collection_modifyitems(config, items):

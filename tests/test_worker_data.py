@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import zipfile
 from pathlib import Path
 
@@ -137,17 +136,6 @@ def test_archive_and_upload(tmp_path):
         load_data(_cfg("upload"), tmp_path / "w3")
     with pytest.raises(ArchiveError, match="files"):
         load_data(_cfg(f"archive:{archive}"), tmp_path / "w4", archive_limits={"max_files": 3})
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("RELUSWAP_DATA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
 def test_torchvision_dataset_offline_is_a_clear_error(offline, tmp_path):

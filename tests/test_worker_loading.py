@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 
 import pytest
 import torch
@@ -96,13 +95,7 @@ def test_unknown_arch_and_missing_upload():
         build(ARCH, 10, "upload", None)
 
 
-def test_default_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+def test_default_weights_offline_is_a_clear_error(offline):
     with pytest.raises(NetworkUnavailableError, match="could not fetch the default pretrained weights of "
                        "torchvision:resnet18: .*need the network"):
         build(ARCH, 10, "default")
