@@ -27,7 +27,7 @@ from torch import nn
 from converters.activations import ConvReLU2d
 
 STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]  # resnet50 3x3 convs: channels, spatial size
-IMPLS = ["unfold", "shifted", "fused"]
+IMPLS = ["unfold", "shifted", "patches", "fused"]
 
 
 def saved_tensor_bytes(step) -> int:

@@ -17,9 +17,8 @@ from torch.nn.modules.utils import _pair
 
 from converters.catalog import get_info
 
+from .convrelu_patches import convrelu_patches
 from .registry import register
-
-IMPLS = ("shifted", "unfold")
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -61,6 +60,15 @@ def convrelu_shifted(x, weight, bias, theta, stride, padding, dilation, groups) 
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out
+
+
+# impl name -> function(x, weight, bias, theta, stride, padding, dilation, groups) for 4-D x.
+_IMPL_FUNCTIONS = {
+    "shifted": convrelu_shifted,
+    "unfold": convrelu_unfold,
+    "patches": convrelu_patches,  # convrelu_patches.py: one GEMM per chunk, hand-written backward
+}
+IMPLS = tuple(_IMPL_FUNCTIONS)
 
 
 def convrelu_ineligible_reason(module: nn.Module) -> str | None:
@@ -170,7 +178,7 @@ class ConvReLU2d(nn.Conv2d):
         unbatched = x.ndim == 3
         if unbatched:
             x = x.unsqueeze(0)
-        fn = convrelu_shifted if self._impl == "shifted" else convrelu_unfold
+        fn = _IMPL_FUNCTIONS[self._impl]
         out = fn(x, self.weight, self.bias, self.theta, self.stride, self.padding, self.dilation, self.groups)
         return out.squeeze(0) if unbatched else out
 
