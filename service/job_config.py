@@ -24,6 +24,7 @@ DATASET_SCHEMES = ("builtin", "imagefolder", "archive", "torchvision", "syntheti
 BUILTIN_DATASETS = ("digits",)
 FALLBACKS = ("skip", "adarelu")
 CONVRELU_IMPLS = ("shifted", "unfold")
+COMPILE_SETTINGS = ("auto", "on", "off")  # worker.train.COMPILE_SETTINGS
 
 
 class _Strict(BaseModel):
@@ -144,6 +145,11 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs: stop after this many steps")
     amp: Literal["auto", "on", "off"] | bool = Field(default="auto", description="mixed precision on CUDA")
     channels_last: Literal["auto", "on", "off"] | bool = "auto"
+    compile: Literal["auto", "on", "off"] | bool = Field(
+        default="auto",
+        description="torch.compile of the training step: auto (on CUDA only), on (fail the job if it cannot "
+        "compile), off (eager)",
+    )
     schedule: Literal["cosine", "constant"] = "cosine"
     stats_batches: int | None = Field(default=16, ge=1, description="validation batches for activation statistics")
 
@@ -153,6 +159,14 @@ class TrainConfig(_Strict):
         if v not in TRAINABLE_MODES:
             raise ValueError(f"must be one of {', '.join(TRAINABLE_MODES)}; got {v!r}")
         return v
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile(cls, v: Any) -> Any:
+        # One message naming the accepted values (instead of one per member of the union).
+        if isinstance(v, bool) or v in COMPILE_SETTINGS:
+            return v
+        raise ValueError(f"must be one of {', '.join(COMPILE_SETTINGS)} (or true / false); got {v!r}")
 
 
 class ExportConfig(_Strict):

@@ -5,6 +5,12 @@ seeded with (seed, e), data loads in the main process, and the global RNG states
 travel in the checkpoint. A run resumed from the epoch-k checkpoint therefore replays epochs
 k+1.. exactly as an uninterrupted run would. On CUDA: mixed precision (bf16 where supported,
 else fp16 with a grad scaler) and channels_last, both switchable.
+
+train.compile ("auto" | "on" | "off", or a bool): torch.compile of the model's forward for the
+training step. "auto" compiles on CUDA and runs eager on CPU (compiling costs tens of seconds per
+model on CPU for little gain, and eager is easier to debug). The original module stays the one
+checkpointed and exported (no `_orig_mod.` prefix in state_dict keys) and the one evaluate() runs.
+If compiling fails, "auto" warns and goes on eagerly; "on" fails the job naming train.compile.
 """
 
 from __future__ import annotations
@@ -31,6 +37,88 @@ MAX_STEP_RECORDS = 2000  # per-step losses kept in the report (subsampled beyond
 
 class TrainingDiverged(JobError):
     code = "training_diverged"
+
+
+class CompileFailed(JobError):
+    code = "compile_failed"
+
+
+COMPILE_SETTINGS = ("auto", "on", "off")
+
+
+def resolve_compile(setting, device: torch.device) -> bool:
+    """train.compile -> whether to compile: on/True and off/False as said; auto: on CUDA only."""
+    if setting in ("on", True):
+        return True
+    if setting in ("off", False):
+        return False
+    if setting == "auto":
+        return device.type == "cuda"
+    raise ValueError(f"train.compile must be one of {', '.join(COMPILE_SETTINGS)} (or a bool); got {setting!r}")
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What a failed compilation raises: dynamo's own errors (which wrap the backend's, e.g.
+    InductorError), and inductor's compiler errors, which a lazily compiled backward raises bare."""
+    import torch._dynamo.exc as dynamo_exc
+
+    errors: list[type[BaseException]] = [dynamo_exc.TorchDynamoException]
+    try:
+        import torch._inductor.exc as inductor_exc
+
+        errors += [inductor_exc.CppCompileError, inductor_exc.InvalidCxxCompiler, inductor_exc.OperatorIssue]
+    except ImportError:  # pragma: no cover - a torch without inductor
+        pass
+    return tuple(errors)
+
+
+class StepModel:
+    """The module the training step calls: `model` itself, or torch.compile(model) when `enabled`.
+
+    The compiled wrapper shares model's parameters and buffers; only `model` is ever checkpointed
+    or exported. Compilation is lazy (the first forward, and the first backward, compile), so a
+    failure shows in a step: `failed(err)` then switches to eager (with a warning, when not
+    `required`) or raises CompileFailed naming train.compile (when `required`: compile "on").
+    `info` is what the report records: {setting, enabled, used, fallback}.
+    """
+
+    def __init__(self, model: nn.Module, enabled: bool, required: bool = False, reporter: Reporter | None = None,
+                 setting: str | bool | None = None):
+        self.model, self.required, self.reporter = model, required, reporter
+        self.info = {"setting": setting if setting is not None else ("on" if enabled else "off"),
+                     "enabled": enabled, "used": False, "fallback": None}
+        self._compiled: nn.Module | None = None
+        self.proven = False  # a compiled step (forward and backward) has run
+        if enabled:
+            try:
+                self._compiled = torch.compile(model)
+            except Exception as err:  # e.g. a Python version dynamo does not support
+                self.failed(err)
+            else:
+                self.info["used"] = True
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    @property
+    def module(self) -> nn.Module:
+        return self._compiled if self._compiled is not None else self.model
+
+    def is_compile_error(self, err: BaseException) -> bool:
+        return self.compiled and isinstance(err, _compile_errors())
+
+    def failed(self, err: BaseException) -> None:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+        why = f"{type(err).__name__}: {first_line}"
+        if self.required:
+            raise CompileFailed(f"torch.compile of the training step failed ({why}); set train.compile to "
+                                "'auto' or 'off' to train without compiling", "train.compile") from err
+        self._compiled = None
+        self.info.update(used=False, fallback=why)
+        if self.reporter is not None:
+            self.reporter.log(f"torch.compile of the training step failed, training eagerly instead ({why})",
+                              "warning")
 
 
 @dataclass
@@ -131,6 +219,26 @@ def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logi
     return EvalResult(total_loss / seen, correct / seen, seen, torch.cat(kept) if keep_logits else None)
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               precision: Precision, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step, the one Trainer runs (and bench/finetune_throughput.py times): forward
+    under precision.autocast(), cross-entropy in fp32, backward, optimizer step (through `scaler`
+    for fp16). x and y are already on the device (precision.inputs). Returns (loss, logits),
+    neither read back to the host, so a caller timing steps decides where to synchronise."""
+    with precision.autocast():
+        out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, out
+
+
 def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
@@ -153,16 +261,20 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     resumed_from_epoch: list[int] = field(default_factory=list)  # one entry per resume
+    compile: dict | None = None  # StepModel.info of this attempt (not checkpointed)
 
     def to_dict(self, max_steps: int = MAX_STEP_RECORDS) -> dict:
         steps = self.steps
         stride = max(1, math.ceil(len(steps) / max_steps))
-        return {
+        out = {
             "epochs": self.epochs,
             "steps": steps[::stride] if stride > 1 else steps,
             "step_stride": stride,
             "resumed_from_epoch": self.resumed_from_epoch,
         }
+        if self.compile is not None:
+            out["compile"] = dict(self.compile)
+        return out
 
 
 class Trainer:
@@ -194,6 +306,13 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # completed steps
         self.val_loader = loader(val_set, cfg.batch_size, precision.device)
+        setting = cfg.compile
+        self.step_model = StepModel(model, resolve_compile(setting, precision.device),
+                                    required=setting in ("on", True), reporter=reporter, setting=setting)
+        self.history.compile = self.step_model.info
+        if self.step_model.compiled:
+            reporter.log(f"train.compile={setting}: the training step runs torch.compile of the model "
+                         "(the first step compiles)")
 
     # ------------------------------------------------------------ checkpoints
 
@@ -219,7 +338,8 @@ class Trainer:
                               f"{torch.get_num_threads()}: results may differ from an uninterrupted run in the "
                               "last bits (CPU reductions depend on the thread count)", "warning")
         h = state["history"]
-        self.history = History(list(h["epochs"]), list(h["steps"]), [*h["resumed_from_epoch"], self.epoch])
+        self.history = History(list(h["epochs"]), list(h["steps"]), [*h["resumed_from_epoch"], self.epoch],
+                               compile=self.step_model.info)
         self.reporter.log(f"resumed from the checkpoint of epoch {self.epoch} (step {self.step})")
         return self.epoch
 
@@ -252,6 +372,41 @@ class Trainer:
             self.save()
         return self.history
 
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        step_model = self.step_model
+        if not step_model.compiled:
+            return train_step(self.model, x, y, self.optimizer, self.precision, self.scaler)
+        if step_model.proven:
+            try:
+                return train_step(step_model.module, x, y, self.optimizer, self.precision, self.scaler)
+            except Exception as err:
+                # A recompilation that failed (guards broke: rare in a loop of same-shape batches).
+                # Nothing was kept to restore: if it was the backward, this step's BatchNorm update counts twice.
+                if not step_model.is_compile_error(err):
+                    raise
+                step_model.failed(err)  # raises CompileFailed for train.compile "on"
+                return train_step(self.model, x, y, self.optimizer, self.precision, self.scaler)
+        # The first compiled step compiles: the forward (nothing ran yet when it fails) and, lazily,
+        # the backward (the forward ran: BatchNorm statistics moved, the RNG advanced). Parameters
+        # only change in optimizer.step, after both. So keep the buffers and the RNG state, and on a
+        # compile error restore them and redo the step eagerly: the step then counts once, as in eager.
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        rng = rng_state()
+        try:
+            result = train_step(step_model.module, x, y, self.optimizer, self.precision, self.scaler)
+        except Exception as err:
+            if not step_model.is_compile_error(err):
+                raise
+            step_model.failed(err)  # raises CompileFailed for train.compile "on"
+        else:
+            step_model.proven = True
+            return result
+        with torch.no_grad():
+            for b, saved in zip(self.model.buffers(), buffers, strict=True):
+                b.copy_(saved)
+        set_rng_state(rng)
+        return train_step(self.model, x, y, self.optimizer, self.precision, self.scaler)
+
     def _epoch(self) -> None:
         cfg, precision, reporter, model = self.cfg, self.precision, self.reporter, self.model
         epoch = self.epoch + 1  # 1-based in events and records
@@ -265,17 +420,7 @@ class Trainer:
                 break
             reporter.check_cancel()
             x, y = precision.inputs(x), y.to(precision.device)
-            with precision.autocast():
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
+            loss, out = self._train_step(x, y)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             self.step += 1
@@ -292,6 +437,9 @@ class Trainer:
                           accuracy=correct / seen, lr=lr)
         reporter.check_cancel()
         train_seconds = time.perf_counter() - started
+        # Eager, on the original module: the baseline, at-init and final measurements of the job are
+        # eager strict fp32, and so stays this one (inductor may fuse and reorder float ops), and an
+        # eval-mode no-grad forward would be a second compilation for a small validation split.
         val = evaluate(model, self.val_loader, precision, reporter=reporter)
         record = {
             "epoch": epoch,
@@ -302,7 +450,8 @@ class Trainer:
             "val_accuracy": val.accuracy,
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
-            "images_per_s": seen / max(train_seconds, 1e-9),
+            "images_per_s": seen / max(train_seconds, 1e-9),  # includes compiling, in the first epoch
+            "compiled": self.step_model.compiled,
         }
         self.history.epochs.append(record)
         reporter.emit({"type": "epoch", "epochs": self.epochs, **record, "step": self.step,
