@@ -15,6 +15,11 @@ from converters.models import build_model
 IMAGE_SIZE = 64
 DEVICE = torch.device(os.environ.get("RELUSWAP_TEST_DEVICE", "cpu"))
 
+# Without a GPU the Triton ConvReLU kernels run under Triton's CPU interpreter (small shapes). Triton
+# reads this when a kernel is defined, so it is set before anything imports converters.kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscription on 2 cores
 

@@ -114,10 +114,12 @@ def _forward(x, weight, bias, theta, stride, padding, dilation, groups) -> Tenso
     def grid(meta):
         return triton.cdiv(m, meta["BM"]), triton.cdiv(dg, meta["BN"]), groups
 
+    # (ky, kx, c, d) order: a (c, d) weight tile is one coalesced load, not a gather with stride 9.
+    wt = weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
     kernels._fwd_kernel[grid](
-        x, weight, bias if bias is not None else theta, theta, out,
+        x, wt, bias if bias is not None else theta, theta, out,
         m, h, w, ho, wo, cg, dg,
-        *x.stride(), *weight.stride(), *theta.stride(), *out.stride(),
+        *x.stride(), *wt.stride(), *theta.stride(), *out.stride(),
         **_geometry(weight, stride, padding, dilation),
         HAS_BIAS=bias is not None, PRECISION=_precision(x.dtype),
     )
@@ -136,10 +138,12 @@ def _dgrad(grad, x, weight, theta, stride, padding, dilation, groups, need_x, ne
         def grid(meta):
             return triton.cdiv(m, meta["BM"]), triton.cdiv(cg, meta["BN"]), groups
 
+        # (ky, kx, d, c) order: a (d, c) weight tile is one coalesced load.
+        wt = weight.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
         kernels._dgrad_kernel[grid](
-            grad, x, weight, theta, gx if need_x else gt, gt,
+            grad, x, wt, theta, gx if need_x else gt, gt,
             m, h, w, hp, wp, ho, wo, cg, d // groups,
-            *grad.stride(), *x.stride(), *weight.stride(), *theta.stride(),
+            *grad.stride(), *x.stride(), *wt.stride(), *theta.stride(),
             **_geometry(weight, stride, padding, dilation),
             NEED_X=need_x, NEED_THETA=need_theta, PRECISION=_precision(x.dtype),
         )
@@ -192,7 +196,7 @@ def _fused_op(x: Tensor, weight: Tensor, bias: Tensor | None, theta: Tensor, str
 @_fused_op.register_fake
 def _fused_fake(x, weight, bias, theta, stride, padding, dilation, groups):
     ho, wo = _out_hw(x, weight, stride, padding, dilation)
-    return x.new_empty((x.shape[0], weight.shape[0], ho, wo), memory_format=_layout(x))
+    return torch.empty((x.shape[0], weight.shape[0], ho, wo), device=x.device, dtype=x.dtype, memory_format=_layout(x))
 
 
 @torch.library.custom_op("reluswap::convrelu_fused_backward", mutates_args=())

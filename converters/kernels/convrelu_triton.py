@@ -28,6 +28,9 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Triton 3.8's interpreter multiplies bfloat16 tiles as raw bits (numpy has no bfloat16): there the
+# operands are widened to float32 first. Compiled kernels feed 16-bit tiles to the tensor cores.
+_WIDEN_DOT = tl.constexpr(INTERPRET)
 
 
 def _configs(shapes: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
@@ -43,6 +46,13 @@ _GEMM_SHAPES = [
     (128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 64, 64, 4, 3), (32, 64, 32, 4, 4),
 ]
 _KEY = ["M", "DG", "CG", "KH", "KW", "SH", "SW", "DH", "DW"]
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    if _WIDEN_DOT:
+        a, b = a.to(tl.float32), b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
 @triton.autotune(configs=_configs(_GEMM_SHAPES), key=_KEY)
@@ -84,7 +94,7 @@ def _fwd_kernel(
             a = tl.where(c_ok[None, :], tl.maximum(x, th[None, :].to(x.dtype)), 0.0).to(x.dtype)
             wt = tl.load(w_col[None, :] + rc[:, None] * swc + ky * swy + kx * swx,
                          mask=c_ok[:, None] & n_ok[None, :], other=0.0).to(x.dtype)
-            acc = tl.dot(a, wt, acc, input_precision=PRECISION)
+            acc = _dot(a, wt, acc, PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * DG + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     o = o_ptr + n[:, None] * son + (g * DG + rn)[None, :].to(tl.int64) * soc + (oh * soh + ow * sow)[:, None]
@@ -134,7 +144,7 @@ def _dgrad_kernel(
             go = tl.load(g_pix[:, None] + rd[None, :] * sgc, mask=hit[:, None] & d_ok[None, :], other=0.0)
             wt = tl.load(w_ptr + (g * DG + rd)[:, None].to(tl.int64) * swd + rc[None, :] * swc + ky * swy + kx * swx,
                          mask=d_ok[:, None] & c_ok[None, :], other=0.0).to(go.dtype)
-            part = tl.dot(go, wt, part, input_precision=PRECISION)
+            part = _dot(go, wt, part, PRECISION)
         th = tl.load(t_ptr + (g * CG + rc) * stc + ky * sty + kx * stx, mask=c_ok, other=0.0)
         active = x > th[None, :].to(x.dtype)
         if NEED_X:
@@ -192,7 +202,7 @@ def _wgrad_kernel(
         a = tl.where(m_ok[:, None], tl.maximum(x, th[None, :].to(x.dtype)), 0.0).to(x.dtype)
         go = tl.load(g_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + dg[None, :] * sgc,
                      mask=m_ok[:, None] & d_ok[None, :], other=0.0).to(x.dtype)
-        acc = tl.dot(tl.trans(go), a, acc, input_precision=PRECISION)
+        acc = _dot(tl.trans(go), a, acc, PRECISION)
     # gw[split, g*DG + d, c, ky, kx]; S_SPLIT = D * CG * KH * KW
     gw_at = gw_ptr + split.to(tl.int64) * S_SPLIT + dg[:, None] * (CG * KH * KW) + rc[None, :] * (KH * KW) + kk
     tl.store(gw_at, acc, mask=d_ok[:, None] & c_ok[None, :])
