@@ -79,22 +79,25 @@ def _fwd_kernel(
     x_row = x_ptr + n * sxn + (g * CG).to(tl.int64) * sxc
     w_col = w_ptr + (g * DG + rn).to(tl.int64) * swd
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for kk in range(KH * KW):
+    # One flat loop over (ky, kx, channel tile) so Triton can software-pipeline all of it; nested
+    # loops would pipeline only the CG / BK iterations of each kernel position.
+    c_tiles = tl.cdiv(CG, BK)
+    for it in range(KH * KW * c_tiles):
+        kk, c0 = it // c_tiles, (it % c_tiles) * BK
         ky, kx = kk // KW, kk % KW
         ih = oh * SH - PH + ky * DH
         iw = ow * SW - PW + kx * DW
         inside = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x_pix = x_row + ih * sxh + iw * sxw
-        for c0 in range(0, CG, BK):
-            rc = c0 + tl.arange(0, BK)
-            c_ok = rc < CG
-            x = tl.load(x_pix[:, None] + rc[None, :] * sxc, mask=inside[:, None] & c_ok[None, :], other=0.0)
-            th = tl.load(t_ptr + (g * CG + rc) * stc + ky * sty + kx * stx, mask=c_ok, other=0.0)
-            # Padded taps load 0 and become max(0, theta), as eq. 8 says; columns past CG stay 0.
-            a = tl.where(c_ok[None, :], tl.maximum(x, th[None, :].to(x.dtype)), 0.0).to(x.dtype)
-            wt = tl.load(w_col[None, :] + rc[:, None] * swc + ky * swy + kx * swx,
-                         mask=c_ok[:, None] & n_ok[None, :], other=0.0).to(x.dtype)
-            acc = _dot(a, wt, acc, PRECISION)
+        rc = c0 + tl.arange(0, BK)
+        c_ok = rc < CG
+        x = tl.load((x_row + ih * sxh + iw * sxw)[:, None] + rc[None, :] * sxc,
+                    mask=inside[:, None] & c_ok[None, :], other=0.0)
+        th = tl.load(t_ptr + (g * CG + rc) * stc + ky * sty + kx * stx, mask=c_ok, other=0.0)
+        # Padded taps load 0 and become max(0, theta), as eq. 8 says; columns past CG stay 0.
+        a = tl.where(c_ok[None, :], tl.maximum(x, th[None, :].to(x.dtype)), 0.0).to(x.dtype)
+        wt = tl.load(w_col[None, :] + rc[:, None] * swc + ky * swy + kx * swx,
+                     mask=c_ok[:, None] & n_ok[None, :], other=0.0).to(x.dtype)
+        acc = _dot(a, wt, acc, PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + g * DG + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     o = o_ptr + n[:, None] * son + (g * DG + rn)[None, :].to(tl.int64) * soc + (oh * soh + ow * sow)[:, None]
