@@ -27,12 +27,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 # Target size of one chunk's patch buffer. Small enough to stay in cache and below glibc's mmap
 # threshold, large enough that a chunk's GEMM has a few hundred columns or more.
 CHUNK_BYTES = 2 << 20
-MIN_COLUMNS = 256
+MIN_COLUMNS = 512
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -88,149 +89,171 @@ class _Geometry:
         hi = min(i1, (size - 1 + p - k * d) // s + 1)
         return lo, max(lo, hi)
 
+    def scatter_plan(self, nc: int, i0: int, i1: int) -> list[tuple]:
+        """The strided adds that scatter a chunk's patch gradient into a contiguous (N, C, H, W) gx.
 
-def _gemm(w3: Tensor, cols: Tensor, out: Tensor, bias: Tensor | None) -> None:
-    """out (D, M) = W (g, D/g, K/g) @ cols (K, M) per group [+ bias]; out may be column-strided."""
-    g = w3.shape[0]
-    if g == 1:
-        if bias is None:
-            torch.mm(w3[0], cols, out=out)
-        else:
-            torch.addmm(bias.unsqueeze(1), w3[0], cols, out=out)
-        return
-    res = torch.bmm(w3, cols.view(g, -1, cols.shape[1]))
-    res = res.view(out.shape)
-    if bias is not None:
-        res = res.add_(bias.unsqueeze(1))
-    out.copy_(res)
+        One (size, dst_stride, dst_offset, src_stride, src_offset) per kernel position that reads
+        the unpadded input; dst_offset is relative to image n0; the source is the chunk's contiguous
+        (C, kH, kW, nc, i1 - i0, Wo) buffer. Clipping keeps the padding out."""
+        rows = i1 - i0
+        g_n, g_c, g_h = self.c * self.h * self.w, self.h * self.w, self.w
+        p_tap, p_c = nc * rows * self.wo, self.kk * nc * rows * self.wo  # source strides
+        plan = []
+        for ky in range(self.kh):
+            lo_i, hi_i = self.tap_range(i0, i1, ky, self.sh, self.ph, self.dh, self.h)
+            for kx in range(self.kw):
+                lo_j, hi_j = self.tap_range(0, self.wo, kx, self.sw, self.pw, self.dw, self.w)
+                if lo_i >= hi_i or lo_j >= hi_j:
+                    continue
+                r0, c0 = lo_i * self.sh + ky * self.dh - self.ph, lo_j * self.sw + kx * self.dw - self.pw
+                plan.append(
+                    (
+                        (nc, self.c, hi_i - lo_i, hi_j - lo_j),
+                        (g_n, g_c, self.sh * g_h, self.sw),
+                        r0 * g_h + c0,
+                        (rows * self.wo, p_c, self.wo, 1),
+                        (ky * self.kw + kx) * p_tap + (lo_i - i0) * self.wo + lo_j,
+                    )
+                )
+        return plan
 
 
 class ConvReLUPatchesFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, theta, stride, padding, dilation, groups):
         geo = _Geometry(x, weight, stride, padding, dilation, groups)
+        # Contiguous NCHW, padded: every patch row is a (strided) run of one image row.
         xp = F.pad(x, (geo.pw, geo.pw, geo.ph, geo.ph)) if (geo.ph or geo.pw) else x
-        w3 = weight.reshape(groups, geo.d // groups, geo.cg * geo.kk)
+        xp = xp.contiguous()
+        g, dg, kg = groups, geo.d // groups, geo.cg * geo.kk
+        w3 = weight.reshape(g, dg, kg)
         th = theta.reshape(geo.c, geo.kh, geo.kw, 1, 1, 1)
+        bias_col = None if bias is None else bias.unsqueeze(1)
         out = torch.empty((geo.n, geo.d, geo.ho, geo.wo), dtype=x.dtype, device=x.device)
         out_l = out.view(geo.n, geo.d, geo.l)
-        buf = None
-        for n0, n1, i0, i1 in geo.chunks(x.element_size()):
-            m = (n1 - n0) * (i1 - i0) * geo.wo
-            if buf is None or buf.numel() < geo.k * m:
-                buf = torch.empty(geo.k * m, dtype=x.dtype, device=x.device)
-            cols = buf[: geo.k * m].view(geo.c, geo.kh, geo.kw, n1 - n0, i1 - i0, geo.wo)
-            torch.maximum(geo.patches(xp, n0, n1, i0, i1), th, out=cols)
+        chunks = geo.chunks(x.element_size())
+        m_max = max(((n1 - n0) * (i1 - i0) * geo.wo for n0, n1, i0, i1 in chunks), default=0)
+        buf = torch.empty(geo.k * m_max, dtype=x.dtype, device=x.device)
+        res_buf = None
+        for n0, n1, i0, i1 in chunks:
+            nc, rows = n1 - n0, i1 - i0
+            m = nc * rows * geo.wo
+            cols = buf[: geo.k * m]
+            torch.maximum(
+                geo.patches(xp, n0, n1, i0, i1), th, out=cols.view(geo.c, geo.kh, geo.kw, nc, rows, geo.wo)
+            )
             cols = cols.view(geo.k, m)
-            if n1 - n0 == 1:
-                _gemm(w3, cols, out_l[n0, :, i0 * geo.wo : i1 * geo.wo], bias)
+            if nc == 1:  # straight into the output: (D, rows * Wo) with row stride L
+                res = out_l[n0, :, i0 * geo.wo : i1 * geo.wo]
+            else:  # columns ordered (image, position): into a buffer, then transposed into place
+                if res_buf is None:
+                    res_buf = torch.empty(geo.d * m_max, dtype=x.dtype, device=x.device)
+                res = res_buf[: geo.d * m].view(geo.d, m)
+            if g == 1 and bias is None:
+                torch.mm(w3[0], cols, out=res)
+            elif g == 1:
+                torch.addmm(bias_col, w3[0], cols, out=res)
             else:
-                res = torch.empty((geo.d, m), dtype=x.dtype, device=x.device)
-                _gemm(w3, cols, res, bias)
-                out_l[n0:n1].transpose(0, 1).copy_(res.view(geo.d, n1 - n0, geo.l))
+                torch.bmm(w3, cols.view(g, kg, m), out=res.view(g, dg, m))
+                if bias is not None:
+                    res.add_(bias_col)
+            if nc > 1:
+                out_l[n0:n1].transpose(0, 1).copy_(res.view(geo.d, nc, geo.l))
         ctx.geo = geo
         ctx.has_bias = bias is not None
         ctx.save_for_backward(xp, weight, theta)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)  # like Conv2d: keep the layout
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         xp, weight, theta = ctx.saved_tensors
         geo: _Geometry = ctx.geo
         need_x, need_w, need_b, need_t = ctx.needs_input_grad[:4]
         need_b = need_b and ctx.has_bias
         gx = gw = gb = gt = None
-        if not (need_x or need_w or need_b or need_t):
-            return None, None, None, None, None, None, None, None
         dtype, device, g = xp.dtype, xp.device, geo.groups
+        dg, kg = geo.d // g, geo.cg * geo.kk
         acc = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
         grad_out = grad_out.contiguous()
         go_l = grad_out.view(geo.n, geo.d, geo.l)
-        gsum = grad_out.sum((0, 2, 3), dtype=acc)  # (D,): gbias, and the theta terms of gW, gtheta
+        gsum = grad_out.sum((0, 2, 3), dtype=acc)  # (D,): gbias, and the theta terms of gW and gtheta
         if need_b:
             gb = gsum.to(dtype)
-        if need_x or need_w or need_t:
-            w3 = weight.reshape(g, geo.d // g, geo.cg * geo.kk)
-            w3t = w3.transpose(1, 2)
-            th_flat = theta.reshape(geo.k)
-            th = theta.reshape(geo.c, geo.kh, geo.kw, 1, 1, 1)
+        if not (need_x or need_w or need_t):
+            return gx, gw, gb, gt, None, None, None, None
+        w3 = weight.reshape(g, dg, kg)
+        w3t = w3.transpose(1, 2)
+        w3t0 = w3t[0]
+        th = theta.reshape(geo.c, geo.kh, geo.kw, 1, 1, 1)
+        need_mask = need_x or need_t
+        if need_w:
+            # sum gOut @ P^T = sum gOut @ Q^T + gOut.sum() (x) theta, per group: start from the latter.
+            gw_acc = gsum.view(g, dg, 1) * theta.reshape(g, 1, kg).to(acc)
+            gw_acc0 = gw_acc[0]
+        chunks = geo.chunks(xp.element_size())
+        if need_t:
+            gt_parts = torch.empty((len(chunks), geo.k), dtype=acc, device=device)
+        if need_x:
+            gx_acc = torch.zeros((geo.n, geo.c, geo.h, geo.w), dtype=acc, device=device)
+            plans: dict[tuple[int, int, int], list[tuple]] = {}
+            chunk_stride = geo.c * geo.h * geo.w
+        m_max = max(((n1 - n0) * (i1 - i0) * geo.wo for n0, n1, i0, i1 in chunks), default=0)
+        qbuf = torch.empty(geo.k * m_max, dtype=dtype, device=device)
+        gbuf = torch.empty(geo.k * m_max, dtype=dtype, device=device) if need_mask else None
+        for index, (n0, n1, i0, i1) in enumerate(chunks):
+            nc, rows = n1 - n0, i1 - i0
+            m = nc * rows * geo.wo
+            # Q = relu(patches - theta) = P - theta; Q > 0 exactly where x > theta.
+            q = qbuf[: geo.k * m]
+            torch.sub(
+                geo.patches(xp, n0, n1, i0, i1), th, out=q.view(geo.c, geo.kh, geo.kw, nc, rows, geo.wo)
+            )
+            q = q.relu_().view(geo.k, m)
+            if nc == 1:
+                go = go_l[n0, :, i0 * geo.wo : i1 * geo.wo]
+            else:
+                go = go_l[n0:n1].transpose(0, 1).reshape(geo.d, m)
             if need_w:
-                gw_acc = torch.zeros((g, geo.d // g, geo.cg * geo.kk), dtype=acc, device=device)
-            if need_t:
-                gt_acc = torch.zeros(geo.k, dtype=acc, device=device)
-            if need_x:
-                gx_acc = torch.zeros((geo.n, geo.c, geo.h, geo.w), dtype=acc, device=device)
-            need_mask = need_x or need_t
-            qbuf = gbuf = None
-            for n0, n1, i0, i1 in geo.chunks(xp.element_size()):
-                nc, rows = n1 - n0, i1 - i0
-                m = nc * rows * geo.wo
-                if qbuf is None or qbuf.numel() < geo.k * m:
-                    qbuf = torch.empty(geo.k * m, dtype=dtype, device=device)
-                    gbuf = torch.empty(geo.k * m, dtype=dtype, device=device) if need_mask else None
-                q = qbuf[: geo.k * m].view(geo.c, geo.kh, geo.kw, nc, rows, geo.wo)
-                torch.sub(geo.patches(xp, n0, n1, i0, i1), th, out=q)
-                q = q.relu_().view(geo.k, m)
-                if nc == 1:
-                    go = go_l[n0, :, i0 * geo.wo : i1 * geo.wo]
+                if g == 1 and acc == dtype:
+                    gw_acc0.addmm_(go, q.t())
+                elif g == 1:
+                    gw_acc0.add_(torch.mm(go, q.t()))
+                elif acc == dtype:
+                    gw_acc.baddbmm_(go.view(g, dg, m), q.view(g, kg, m).transpose(1, 2))
                 else:
-                    go = go_l[n0:n1].transpose(0, 1).reshape(geo.d, m)
-                go3 = go.view(g, geo.d // g, m)
-                if need_w:
-                    if g == 1 and acc == dtype:
-                        gw_acc[0].addmm_(go, q.t())
-                    elif g == 1:
-                        gw_acc[0].add_(torch.mm(go, q.t()))
-                    else:
-                        q3 = q.view(g, geo.cg * geo.kk, m).transpose(1, 2)
-                        if acc == dtype:
-                            gw_acc.baddbmm_(go3, q3)
-                        else:
-                            gw_acc.add_(torch.bmm(go3, q3))
-                if not need_mask:
-                    continue
-                gp = gbuf[: geo.k * m].view(g, geo.cg * geo.kk, m)
-                if g == 1:
-                    torch.mm(w3t[0], go, out=gp[0])
-                else:
-                    torch.bmm(w3t, go3, out=gp)
-                gp = gp.view(geo.k, m)
-                torch.ops.aten.threshold_backward.grad_input(gp, q, 0, grad_input=gp)
-                if need_t:
-                    gt_acc.add_(gp.sum(1, dtype=acc))
-                if need_x:
-                    _scatter_add(
-                        gx_acc, gp.view(geo.c, geo.kh, geo.kw, nc, rows, geo.wo), geo, n0, n1, i0, i1
-                    )
-            if need_w:
-                # sum gOut @ P^T = sum gOut @ Q^T + gOut.sum() (x) theta, per group.
-                gw_acc.add_(gsum.view(g, geo.d // g, 1) * th_flat.to(acc).view(g, 1, geo.cg * geo.kk))
-                gw = gw_acc.to(dtype).view(weight.shape)
-            if need_t:
-                # rowsum(gP) = W^T @ rowsum(gOut); theta gets what the mask took away from x.
-                total = torch.bmm(w3t.to(acc), gsum.view(g, geo.d // g, 1)).view(geo.k)
-                gt = (total - gt_acc).to(dtype).view(theta.shape)
-            if need_x:
-                gx = gx_acc if acc == dtype else gx_acc.to(dtype)
-        return gx, gw, gb, gt, None, None, None, None
-
-
-def _scatter_add(gx: Tensor, gp: Tensor, geo: _Geometry, n0: int, n1: int, i0: int, i1: int) -> None:
-    """gx[n0:n1] += the adjoint of geo.patches for output rows i0:i1, clipped to the unpadded input."""
-    for ky in range(geo.kh):
-        lo_i, hi_i = geo.tap_range(i0, i1, ky, geo.sh, geo.ph, geo.dh, geo.h)
-        if lo_i >= hi_i:
-            continue
-        r0 = lo_i * geo.sh + ky * geo.dh - geo.ph
-        r1 = (hi_i - 1) * geo.sh + ky * geo.dh - geo.ph + 1
-        for kx in range(geo.kw):
-            lo_j, hi_j = geo.tap_range(0, geo.wo, kx, geo.sw, geo.pw, geo.dw, geo.w)
-            if lo_j >= hi_j:
+                    gw_acc.add_(torch.bmm(go.view(g, dg, m), q.view(g, kg, m).transpose(1, 2)))
+            if not need_mask:
                 continue
-            c0 = lo_j * geo.sw + kx * geo.dw - geo.pw
-            c1 = (hi_j - 1) * geo.sw + kx * geo.dw - geo.pw + 1
-            src = gp[:, ky, kx, :, lo_i - i0 : hi_i - i0, lo_j:hi_j].transpose(0, 1)
-            gx[n0:n1, :, r0 : r1 : geo.sh, c0 : c1 : geo.sw].add_(src)
+            gp = gbuf[: geo.k * m].view(geo.k, m)
+            if g == 1:
+                torch.mm(w3t0, go, out=gp)
+            else:
+                torch.bmm(w3t, go.view(g, dg, m), out=gp.view(g, kg, m))
+            torch.ops.aten.threshold_backward.grad_input(gp, q, 0, grad_input=gp)  # gP * (x > theta)
+            if need_t:
+                torch.sum(gp, 1, dtype=acc, out=gt_parts[index])
+            if need_x:
+                plan = plans.get((nc, i0, i1))
+                if plan is None:
+                    plan = plans[(nc, i0, i1)] = geo.scatter_plan(nc, i0, i1)
+                base = n0 * chunk_stride
+                for size, dst_stride, dst_offset, src_stride, src_offset in plan:
+                    gx_acc.as_strided(size, dst_stride, base + dst_offset).add_(
+                        gp.as_strided(size, src_stride, src_offset)
+                    )
+        if need_w:
+            gw = gw_acc.to(dtype).view(weight.shape)
+        if need_t:
+            # theta gets what the mask took from x: rowsum(gP) - rowsum(gP * mask), where
+            # rowsum(gP) = W^T @ rowsum(gOut) needs no pass over gP.
+            total = torch.bmm(w3t.to(acc), gsum.view(g, dg, 1)).view(geo.k)
+            gt = (total - gt_parts.sum(0)).to(dtype).view(theta.shape)
+        if need_x:
+            gx = gx_acc.to(dtype)
+        return gx, gw, gb, gt, None, None, None, None
 
 
 def convrelu_patches(x, weight, bias, theta, stride, padding, dilation, groups) -> Tensor:
