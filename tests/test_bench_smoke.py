@@ -78,3 +78,23 @@ def test_onnx_latency(tmp_path):
         ratios = entry["ratio_to_original"][batch]
         assert set(ratios) == {"pvlu", "convrelu"}
         assert all(positive(v) for v in ratios.values()), ratios
+
+
+def test_finetune_throughput(tmp_path):
+    result = run_quick("finetune_throughput.py", tmp_path, "--threads", "1")
+    assert result["model"] == "torchvision:resnet50" and result["trainable"] == "bn+act"
+    assert result["compile"] == {"setting": "auto", "enabled": False}  # auto: eager on CPU
+    rows = result["results"]
+    assert list(rows) == ["original", "relu", "pvlu", "convrelu"]
+    for name, row in rows.items():
+        assert positive(row["images_per_s"]) and positive(row["step_ms_median"]), (name, row)
+        assert row["compile"]["used"] is False
+        assert "bn" in row["trainable_parameters"]
+        if name != "original":
+            assert positive(row["throughput_ratio"]) and row["conversion"]["sites_replaced"] > 0
+    assert rows["pvlu"]["conversion"]["sites_replaced"] == rows["pvlu"]["conversion"]["sites_total"] == 49
+    assert "activation" in rows["pvlu"]["trainable_parameters"]
+    assert "convrelu_theta" in rows["convrelu"]["trainable_parameters"]
+    assert set(result["targets"]) == {"pvlu", "convrelu"} and result["targets_apply"] is False
+    for target in result["targets"].values():
+        assert target["applies"] is False and isinstance(target["pass"], bool)

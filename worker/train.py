@@ -372,7 +372,10 @@ class Trainer:
             self.save()
         return self.history
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on a batch already on the device: train_step through the compiled
+        module when train.compile asks for it, with the eager fallback. No scheduler step, no records
+        (the epoch loop does those). bench/finetune_throughput.py times this."""
         step_model = self.step_model
         if not step_model.compiled:
             return train_step(self.model, x, y, self.optimizer, self.precision, self.scaler)
@@ -420,7 +423,7 @@ class Trainer:
                 break
             reporter.check_cancel()
             x, y = precision.inputs(x), y.to(precision.device)
-            loss, out = self._train_step(x, y)
+            loss, out = self.train_batch(x, y)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             self.step += 1
