@@ -7,8 +7,9 @@
 
 For each resnet50 stage's 3x3 conv (C -> C, stride 1, padding 1: 64@56, 128@28, 256@14, 512@7), the
 baseline conv(relu(x)) and ConvReLU2d.from_conv(conv, impl=...) for impl in "unfold" (reference),
-"shifted" (the current fast path) and "fused" (a slot for a future fused kernel: reported as not
-available while ConvReLU2d refuses that impl). x requires grad, as inside a network. Reports the median
+"shifted" (9 shifted 1x1 convs), "patches" (chunked thresholded patches, one GEMM per chunk, a
+hand-written backward: convrelu_patches.py) and "fused" (a slot for a future fused kernel: reported as
+not available while ConvReLU2d refuses that impl). x requires grad, as inside a network. Reports the median
 forward+backward time, its ratio to the baseline, and memory (see --help of the README section):
 CUDA: peak torch.cuda.max_memory_allocated above what was allocated before the step; every device:
 bytes autograd saves for backward (torch.autograd.graph.saved_tensors_hooks, counted once per storage).
