@@ -48,28 +48,33 @@ def chunking(request, monkeypatch):
     """default chunks; one output row per chunk (bands of one image); all images in one chunk."""
     if request.param == "bands":
         monkeypatch.setattr(patches_mod, "CHUNK_BYTES", 1)
-        monkeypatch.setattr(patches_mod, "MIN_COLUMNS", 1)
+        monkeypatch.setattr(patches_mod, "MIN_POSITIONS", 1)
     elif request.param == "images":
         monkeypatch.setattr(patches_mod, "CHUNK_BYTES", 1 << 30)
     return request.param
 
 
 @pytest.mark.parametrize("kernel,s,p,dil,groups,bias", GRID)
-def test_forward_and_gradients_equal_unfold(kernel, s, p, dil, groups, bias):
+def test_forward_and_gradients_equal_unfold(kernel, s, p, dil, groups, bias, monkeypatch):
     x, w, b, theta = _tensors(kernel, groups, bias)
     args = (s, p, dil, groups)
     yu, gu = _grads(convrelu_unfold, x, w, b, theta, args)
-    yp, gp = _grads(convrelu_patches, x, w, b, theta, args)
-    assert yp.shape == yu.shape == F.conv2d(x, w, b, s, p, dil, groups).shape
-    assert (yp - yu).abs().max().item() <= 1e-10
-    for name, a, c in zip(["x", "weight", "theta", "bias"], gp, gu):
-        assert (a - c).abs().max().item() <= 1e-10, name
+    for layout in ("nchw", "nhwc"):  # nhwc: groups == 1 only, the others fall back to nchw
+        monkeypatch.setattr(patches_mod, "LAYOUT", layout)
+        yp, gp = _grads(convrelu_patches, x, w, b, theta, args)
+        assert yp.shape == yu.shape == F.conv2d(x, w, b, s, p, dil, groups).shape
+        assert (yp - yu).abs().max().item() <= 1e-10, layout
+        for name, a, c in zip(["x", "weight", "theta", "bias"], gp, gu):
+            assert (a - c).abs().max().item() <= 1e-10, (layout, name)
 
 
 @pytest.mark.parametrize(
-    "kernel,s,p,dil,groups", [((3, 3), 1, 1, 1, 1), ((3, 3), 2, 2, 2, 2), ((1, 3), 2, 1, 1, 4)]
+    "kernel,s,p,dil,groups",
+    [((3, 3), 1, 1, 1, 1), ((3, 3), 2, 2, 2, 2), ((1, 3), 2, 1, 1, 4), ((5, 3), 2, 1, 1, 1)],
 )
-def test_chunkings_agree(chunking, kernel, s, p, dil, groups):
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_chunkings_agree(chunking, layout, kernel, s, p, dil, groups, monkeypatch):
+    monkeypatch.setattr(patches_mod, "LAYOUT", layout)
     x, w, b, theta = _tensors(kernel, groups, True, seed=3)
     args = (s, p, dil, groups)
     yu, gu = _grads(convrelu_unfold, x, w, b, theta, args)
@@ -192,9 +197,26 @@ def test_module_unbatched_channels_last_and_saved_memory():
         y = m(xb)
     # Saved: the (here unpadded) input, weight and theta; never the kH*kW times larger patches.
     assert sum(seen.values()) <= (xb.numel() + m.weight.numel() + m.theta.numel()) * 8
+    assert y.is_contiguous(memory_format=torch.channels_last)  # like Conv2d
     up = torch.randn(y.shape, dtype=torch.float64).to(memory_format=torch.channels_last)
     (gx,) = torch.autograd.grad((y * up).sum(), (xb,))
     x2 = xb.detach().contiguous().requires_grad_()
     y2 = convrelu_unfold(x2, m.weight, m.bias, m.theta, 1, 0, 1, 1)
     (gx2,) = torch.autograd.grad((y2 * up).sum(), (x2,))
     assert (y - y2).abs().max().item() <= 1e-10 and (gx - gx2).abs().max().item() <= 1e-10
+
+
+def test_unknown_layout_is_refused(monkeypatch):
+    monkeypatch.setattr(patches_mod, "LAYOUT", "nhcw")
+    x, w, b, theta = _tensors((3, 3), 1, True)
+    with pytest.raises(ValueError, match="LAYOUT must be auto, nchw or nhwc"):
+        convrelu_patches(x, w, b, theta, 1, 1, 1, 1)
+
+
+def test_empty_batch():
+    x, w, b, theta = _tensors((3, 3), 1, True)
+    x = x[:0].requires_grad_()
+    y = convrelu_patches(x, w, b, theta, 1, 1, 1, 1)
+    assert y.shape == (0, COUT, H, W)
+    (gx,) = torch.autograd.grad(y.sum(), (x,))
+    assert gx.shape == x.shape
