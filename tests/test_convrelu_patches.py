@@ -139,9 +139,11 @@ def test_ties_give_the_gradient_to_theta_like_relu():
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 5e-2), (torch.float16, 5e-3)])
-def test_low_precision_runs_and_is_close(dtype, tol):
-    x, w, b, theta = _tensors((3, 3), 2, True, seed=6)
-    args = (1, 1, 1, 2)
+@pytest.mark.parametrize("layout,groups", [("nchw", 2), ("nhwc", 1)])
+def test_low_precision_runs_and_is_close(dtype, tol, layout, groups, monkeypatch):
+    monkeypatch.setattr(patches_mod, "LAYOUT", layout)
+    x, w, b, theta = _tensors((3, 3), groups, True, seed=6)
+    args = (1, 1, 1, groups)
     y64, g64 = _grads(convrelu_unfold, x, w, b, theta, args)
     up = torch.randn(y64.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     y, g = _grads(
@@ -157,7 +159,9 @@ def test_low_precision_runs_and_is_close(dtype, tol):
         assert close(a, c), name
 
 
-def test_needs_input_grad_subsets():
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_needs_input_grad_subsets(layout, monkeypatch):
+    monkeypatch.setattr(patches_mod, "LAYOUT", layout)
     x, w, b, theta = _tensors((3, 3), 1, True, seed=8)
     args = (2, 1, 1, 1)
     _, (gx_ref, gw_ref, gt_ref, gb_ref) = _grads(convrelu_unfold, x, w, b, theta, args)

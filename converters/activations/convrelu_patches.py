@@ -40,8 +40,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
-# Target size of one chunk's patch buffer: small enough to stay in cache and below glibc's mmap
-# threshold; a chunk has at least MIN_POSITIONS output positions (GEMM columns) all the same.
+# Target size of one chunk's patch buffer per thread (torch.get_num_threads(), at most 8 counted):
+# small enough to stay in cache and below glibc's mmap threshold; a chunk has at least MIN_POSITIONS
+# output positions (GEMM columns) per thread all the same. Each elementwise op on a chunk is split
+# across the threads, so the per-thread working set stays the same and there are fewer parallel regions.
 CHUNK_BYTES = 2 << 20
 MIN_POSITIONS = 512
 LAYOUT = "auto"  # "auto", "nchw" or "nhwc" (nhwc needs groups == 1; else nchw is used)
@@ -81,8 +83,9 @@ class _Geometry:
 
     def chunks(self, itemsize: int) -> list[tuple[int, int, int, int]]:
         """(n0, n1, i0, i1): images n0:n1 and output rows i0:i1; rows are split only when n1 - n0 == 1."""
+        threads = max(1, min(torch.get_num_threads(), 8))
         per_row = self.k * self.wo * itemsize
-        rows = max(1, CHUNK_BYTES // per_row, -(-MIN_POSITIONS // self.wo))
+        rows = max(1, CHUNK_BYTES * threads // per_row, -(-MIN_POSITIONS * threads // self.wo))
         if rows < self.ho:
             band = -(-self.ho // -(-self.ho // rows))  # equal bands
             return [
