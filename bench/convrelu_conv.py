@@ -1,15 +1,16 @@
 """ConvReLU forward+backward time and memory against Conv2d(ReLU(x)) at resnet50's 3x3 shapes.
 
     python bench/convrelu_conv.py                         # CPU, batch 8
-    python bench/convrelu_conv.py --device cuda           # batch 64
+    python bench/convrelu_conv.py --device cuda --dtype bfloat16   # batch 64: the GPU targets
     python bench/convrelu_conv.py --batch 4 --threads 1
     python bench/convrelu_conv.py --quick                 # seconds; the smoke test uses it
 
 For each resnet50 stage's 3x3 conv (C -> C, stride 1, padding 1: 64@56, 128@28, 256@14, 512@7), the
 baseline conv(relu(x)) and ConvReLU2d.from_conv(conv, impl=...) for impl in "unfold" (reference),
 "shifted" (9 shifted 1x1 convs), "patches" (chunked thresholded patches, one GEMM per chunk, a
-hand-written backward: convrelu_patches.py) and "fused" (a slot for a future fused kernel: reported as
-not available while ConvReLU2d refuses that impl). x requires grad, as inside a network. Reports the median
+hand-written backward: convrelu_patches.py) and "fused" (the Triton implicit-GEMM kernels of
+converters/kernels; reported as not available, with the reason, where they cannot run: on CPU, and
+under TRITON_INTERPRET=1, which is a correctness tool, not a speed). x requires grad, as inside a network. Reports the median
 forward+backward time, its ratio to the baseline, and memory (see --help of the README section):
 CUDA: peak torch.cuda.max_memory_allocated above what was allocated before the step; every device:
 bytes autograd saves for backward (torch.autograd.graph.saved_tensors_hooks, counted once per storage).
@@ -29,6 +30,38 @@ from converters.activations import ConvReLU2d
 
 STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]  # resnet50 3x3 convs: channels, spatial size
 IMPLS = ["unfold", "shifted", "patches", "fused"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The issue's targets, as ratios to conv(relu(x)) in the same run: (impl, device, dtype or None, time, memory)
+TARGETS = [("fused", "cuda", "bfloat16", 1.5, 1.2), ("patches", "cpu", None, 3.0, None)]
+
+
+def fused_unavailable(device: str, dtype: torch.dtype) -> str | None:
+    """Why the fused impl cannot be timed here (ConvReLU2d would fall back to the exact path)."""
+    try:
+        from converters.kernels.convrelu_fused import fused_unsupported_reason, interpreting
+    except ImportError as exc:
+        return f"triton is not importable ({exc})"
+    if interpreting():
+        return "TRITON_INTERPRET=1: the interpreter checks correctness, it is not timed"
+    return fused_unsupported_reason(torch.empty(1, 1, 1, 1, device=device, dtype=dtype))
+
+
+def targets(rows: list[dict], device: str, dtype: str) -> list[dict]:
+    out = []
+    for impl, dev, want_dtype, time_max, mem_max in TARGETS:
+        applies = device.startswith(dev) and want_dtype in (None, dtype)
+        worst = [r[impl] for r in rows if r.get(impl, {}).get("available")]
+        entry = {"impl": impl, "device": dev, "dtype": want_dtype or "any", "applies": applies and bool(worst),
+                 "time_ratio_max": time_max}
+        if worst:
+            entry["worst_time_ratio"] = max(r["time_ratio_to_conv_relu"] for r in worst)
+            entry["time_met"] = entry["worst_time_ratio"] <= time_max
+            if mem_max is not None and all("peak_ratio_to_conv_relu" in r for r in worst):
+                entry["peak_ratio_max"] = mem_max
+                entry["worst_peak_ratio"] = max(r["peak_ratio_to_conv_relu"] for r in worst)
+                entry["memory_met"] = entry["worst_peak_ratio"] <= mem_max
+        out.append(entry)
+    return out
 
 
 def saved_tensor_bytes(step) -> int:
@@ -79,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default 8 on CPU, 64 on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="of x, the weight and theta (the GPU targets are for bfloat16)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="batch 1, spatial sizes / 4 (smoke test)")
@@ -94,15 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    dtype = DTYPES[args.dtype]
 
     started_at = now()
     torch.manual_seed(0)
     rows = []
     for channels, size in stages:
-        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(args.device)
+        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(args.device, dtype)
         relu = nn.ReLU()
-        x = torch.randn(batch, channels, size, size, device=args.device, requires_grad=True)
-        grad = torch.randn(batch, channels, size, size, device=args.device)
+        x = torch.randn(batch, channels, size, size, device=args.device, dtype=dtype, requires_grad=True)
+        grad = torch.randn(batch, channels, size, size, device=args.device, dtype=dtype)
         def pair(t, conv=conv, relu=relu):
             return conv(relu(t))
 
@@ -111,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         base = bench_module(pair, x, grad, args.device, args.warmup, args.repeats)
         timed = {}
         for impl in impls:
+            reason = fused_unavailable(args.device, dtype) if impl == "fused" else None
+            if reason:
+                timed[impl] = reason
+                continue
             try:
                 module = ConvReLU2d.from_conv(conv, init="identity", impl=impl)
             except (ValueError, NotImplementedError) as exc:
-                timed[impl] = f"not available: {exc}"
+                timed[impl] = str(exc)
                 continue
             timed[impl] = bench_module(module, x, grad, args.device, args.warmup, args.repeats)
         again = bench_module(pair, x, grad, args.device, args.warmup, args.repeats)
@@ -150,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": stamp(started_at),
         "environment": environment(args.device),
         "batch": batch,
-        "dtype": "float32",
+        "dtype": args.dtype,
         "conv": "Cin = Cout = C, 3x3, stride 1, padding 1, no bias; x requires grad",
         "baseline": "conv(relu(x)), timed before and after the impls; the faster median is used",
         "impls": impls,
@@ -161,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing": {"warmup": args.warmup, "repeats": args.repeats, "statistic": "median of repeats"},
         "quick": args.quick,
         "stages": rows,
+        "targets": targets(rows, args.device, args.dtype),
     }
     write_result("convrelu_conv", result, started_at)
     return 0

@@ -118,7 +118,7 @@ def convert(
     fallback: str | None = None,
     calibration: Iterable | None = None,
     leaf_modules: Iterable = (),
-    convrelu_impl: str = "shifted",
+    convrelu_impl: str = "auto",
     sites: Iterable[str] | None = None,
     **options,
 ) -> Conversion:

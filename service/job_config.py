@@ -125,7 +125,8 @@ class ActivationOptions(BaseModel):
     init: Literal["identity", "paper"] = "identity"
     granularity: Literal["channel", "layer"] | None = None
     fallback: Literal["skip", "adarelu"] | None = None
-    convrelu_impl: Literal["shifted", "unfold"] = "shifted"
+    # auto: the Triton kernels on CUDA, "patches" on CPU (converters/activations/convrelu.py)
+    convrelu_impl: Literal["auto", "fused", "patches", "shifted", "unfold"] = "auto"
 
     @property
     def options(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from converters.activations import (
     convrelu_shifted,
     convrelu_unfold,
 )
+from converters.activations.convrelu_patches import convrelu_patches
 
 # kernel, stride, padding, dilation, groups, bias
 CASES = list(itertools.product([1, 3], [1, 2], [0, 1], [1, 2], [1, 2], [True, False]))
@@ -94,7 +95,7 @@ def test_gradcheck_shifted():
     assert torch.autograd.gradcheck(lambda *a: convrelu_shifted(*a, 1, 1, 1, 1), (x, w, b, theta))
 
 
-@pytest.mark.parametrize("impl", ["shifted", "unfold"])
+@pytest.mark.parametrize("impl", ["auto", "patches", "shifted", "unfold"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 @pytest.mark.parametrize(
     "k,s,p,dil,groups", [(3, 1, 1, 1, 1), (3, 2, 1, 1, 2), (3, 1, 2, 2, 1), (1, 2, 0, 1, 4)]
@@ -121,7 +122,7 @@ def test_from_conv_reuses_parameters_and_copies_hyperparameters():
     assert (m.stride, m.padding, m.dilation, m.groups) == ((2, 2), (1, 1), (2, 2), 2)
     assert m.training is False
     assert m.rectification_point() == 0.0 and activation_class("convrelu") is ConvReLU2d
-    assert "impl=shifted" in repr(m)
+    assert "impl=auto" in repr(m)
     # Training the ConvReLU trains the original conv's weight.
     m(torch.randn(1, 4, 9, 9, dtype=torch.float64)).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum().item() > 0
@@ -140,10 +141,13 @@ def test_forward_dispatches_to_the_chosen_impl():
     assert torch.equal(m(x), convrelu_unfold(x, *args))
     m.impl = "shifted"
     assert torch.equal(m(x), convrelu_shifted(x, *args))
-    with pytest.raises(ValueError, match="impl must be one of shifted, unfold"):
-        m.impl = "fused"
-    with pytest.raises(ValueError, match="impl must be one of shifted, unfold"):
-        ConvReLU2d.from_conv(conv, impl="fused")
+    m.impl = "auto"  # on CPU: the patches path
+    assert torch.equal(m(x), convrelu_patches(x, *args))
+    accepted = "impl must be one of auto, fused, patches, shifted, unfold, got 'fast'"
+    with pytest.raises(ValueError, match=accepted):
+        m.impl = "fast"
+    with pytest.raises(ValueError, match=accepted):
+        ConvReLU2d.from_conv(conv, impl="fast")
     with pytest.raises(ValueError, match="init must be one of identity, paper"):
         ConvReLU2d.from_conv(conv, init="zero")
 
@@ -200,3 +204,16 @@ def test_padded_positions_are_thresholded():
     want = (0.7 * m.weight[:, 0, 0, 0]).reshape(1, -1, 1, 1) * border
     assert (y - alt - want).abs().max().item() <= 1e-12
     assert (y - alt).abs().max().item() >= 0.7 * m.weight[:, 0, 0, 0].abs().max().item() - 1e-12 > 0
+
+
+def test_fused_falls_back_to_the_exact_path_and_says_why():
+    # float64 is not a dtype the Triton kernels take: the module still computes ConvReLU, exactly.
+    conv = nn.Conv2d(4, 4, 3, padding=1).double()
+    m = ConvReLU2d.from_conv(conv, impl="fused")
+    with torch.no_grad():
+        m.theta.normal_()
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    args = (m.weight, m.bias, m.theta, m.stride, m.padding, m.dilation, m.groups)
+    with pytest.warns(UserWarning, match="falls back to 'patches': .*float64"):
+        y = m(x)
+    assert torch.equal(y, convrelu_patches(x, *args))

@@ -8,6 +8,8 @@ theta = 0 the module computes conv(relu(x)) exactly.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import ClassVar
 
 import torch
@@ -62,13 +64,49 @@ def convrelu_shifted(x, weight, bias, theta, stride, padding, dilation, groups) 
     return out
 
 
+def convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups) -> Tensor:
+    """The Triton implicit-GEMM kernels (converters/kernels), or the exact CPU path where they cannot
+    run (no CUDA, float64, no triton): the same function either way."""
+    fused = _fused_module()
+    reason = "triton is not importable" if fused is None else fused.fused_unsupported_reason(x)
+    if reason is None:
+        return fused.convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups)
+    warnings.warn(f"ConvReLU2d impl 'fused' falls back to 'patches': {reason}", stacklevel=3)
+    return convrelu_patches(x, weight, bias, theta, stride, padding, dilation, groups)
+
+
+def convrelu_auto(x, weight, bias, theta, stride, padding, dilation, groups) -> Tensor:
+    """The fastest exact form for where x lives: fused kernels on CUDA, patches elsewhere."""
+    if x.is_cuda:
+        fused = _fused_module()
+        if fused is not None and fused.fused_unsupported_reason(x) is None:
+            return fused.convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups)
+    return convrelu_patches(x, weight, bias, theta, stride, padding, dilation, groups)
+
+
+@functools.cache
+def _fused_module():
+    # Imported on first use: triton is slow to import, and under TRITON_INTERPRET=1 (CPU tests) it
+    # must see that variable when the kernels are defined.
+    try:
+        from converters.kernels import convrelu_fused
+    except ImportError:
+        return None
+    return convrelu_fused
+
+
 # impl name -> function(x, weight, bias, theta, stride, padding, dilation, groups) for 4-D x.
+# bench/convrelu_conv.py measures them against Conv2d(ReLU(x)): patches is the fastest on CPU (1.2-1.8x
+# of the pair at resnet50's 3x3 shapes), shifted and unfold are 2-9x; fused needs a GPU.
 _IMPL_FUNCTIONS = {
-    "shifted": convrelu_shifted,
-    "unfold": convrelu_unfold,
+    "auto": convrelu_auto,
+    "fused": convrelu_fused,  # converters/kernels: Triton implicit GEMM, threshold applied on load
     "patches": convrelu_patches,  # convrelu_patches.py: one GEMM per chunk, hand-written backward
+    "shifted": convrelu_shifted,
+    "unfold": convrelu_unfold,  # the reference
 }
 IMPLS = tuple(_IMPL_FUNCTIONS)
+DEFAULT_IMPL = "auto"
 
 
 def convrelu_ineligible_reason(module: nn.Module) -> str | None:
@@ -105,7 +143,7 @@ class ConvReLU2d(nn.Conv2d):
         device=None,
         dtype=None,
         init: str = "identity",
-        impl: str = "shifted",
+        impl: str = DEFAULT_IMPL,
     ):
         if padding_mode != "zeros":
             raise ValueError(f"ConvReLU2d needs padding_mode 'zeros', got {padding_mode!r}")
@@ -139,9 +177,11 @@ class ConvReLU2d(nn.Conv2d):
         if value not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {value!r}")
         self._impl = value
+        if value in ("auto", "fused") and torch.cuda.is_available():
+            _fused_module()  # import now, not inside a torch.compile trace of forward
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, init: str = "identity", impl: str = "shifted") -> ConvReLU2d:
+    def from_conv(cls, conv: nn.Conv2d, init: str = "identity", impl: str = DEFAULT_IMPL) -> ConvReLU2d:
         """Wrap `conv`, sharing its weight and bias Parameters (no copy)."""
         reason = convrelu_ineligible_reason(conv)
         if reason is not None:
