@@ -8,7 +8,9 @@ For every size, an (N, 64, 32, 32) float32 tensor of about that many bytes (smal
 H = W) goes through torch.relu (the baseline) and through each activation built with
 converters.activations.create_activation(name, 64, init="paper"). Eager always; with --compile also
 torch.compile of each (the baseline compiled too). Reports GB/s under a simple traffic model and the
-ratio of each time to torch.relu's in the same run and mode. Prints one JSON object and writes it to
+ratio of each time to torch.relu's in the same run and mode, and as a fraction of the memory bandwidth a
+plain copy (x.clone()) reaches on the same tensor in the same run: the issue's target is >= 0.8 for the
+compiled activations on 1 GB tensors on a GPU (reported under "targets"). Prints one JSON object and writes it to
 bench/results/activation_throughput-<timestamp>.json. See bench/README.md.
 """
 
@@ -57,10 +59,22 @@ def measure(fn, x: torch.Tensor, grad: torch.Tensor, device: str, warmup: int, r
     }
 
 
-def row(t: dict, base: dict, numel: int) -> dict:
+BANDWIDTH_TARGET = 0.8  # of the copy's GB/s, compiled, 1 GB, CUDA
+
+
+def copy_gbps(x: torch.Tensor, device: str, warmup: int, repeats: int, min_repeat_s: float) -> float:
+    """GB/s of x.clone() (read x, write a copy): the bandwidth an elementwise kernel can hope for."""
+    with torch.no_grad():
+        seconds = median_seconds(x.clone, device, warmup, repeats, min_repeat_s)
+    return 2 * x.numel() * x.element_size() / seconds / 1e9
+
+
+def row(t: dict, base: dict, numel: int, copy: float) -> dict:
     fwd_bytes = FWD_TENSORS * 4 * numel
     all_bytes = (FWD_TENSORS + BWD_TENSORS) * 4 * numel
     return {
+        "fwd_bandwidth_fraction": round(fwd_bytes / t["fwd_s"] / 1e9 / copy, 3),
+        "fwd_bwd_bandwidth_fraction": round(all_bytes / t["fwd_bwd_s"] / 1e9 / copy, 3),
         "fwd_ms": round(t["fwd_s"] * 1e3, 4),
         "fwd_bwd_ms": round(t["fwd_bwd_s"] * 1e3, 4),
         "fwd_gbps": round(fwd_bytes / t["fwd_s"] / 1e9, 3),
@@ -69,6 +83,20 @@ def row(t: dict, base: dict, numel: int) -> dict:
         "fwd_ratio_to_relu": round(t["fwd_s"] / base["fwd_s"], 3),
         "fwd_bwd_ratio_to_relu": round(t["fwd_bwd_s"] / base["fwd_bwd_s"], 3),
     }
+
+
+def bandwidth_target(results: list[dict], names: list[str], device: str) -> dict:
+    """The issue's target: every compiled activation moves >= 80% of the copy's bandwidth at 1 GB."""
+    target = {"what": f"compiled fwd and fwd_bwd bandwidth_fraction >= {BANDWIDTH_TARGET} at 1 GB on CUDA",
+              "applies": False}
+    big = [e for e in results if e["requested_bytes"] >= MAX_BYTES and "compiled" in e["modes"]]
+    if not big or not device.startswith("cuda"):
+        target["why_not"] = "needs --device cuda --compile --sizes ...,1GB"
+        return target
+    rows = big[-1]["modes"]["compiled"]
+    worst = {name: min(rows[name]["fwd_bandwidth_fraction"], rows[name]["fwd_bwd_bandwidth_fraction"])
+             for name in names}
+    return {**target, "applies": True, "worst_fraction": worst, "met": min(worst.values()) >= BANDWIDTH_TARGET}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         numel = math.prod(shape)
         x = torch.randn(shape, device=args.device, requires_grad=True)
         grad = torch.randn(shape, device=args.device)
-        entry = {"requested_bytes": nbytes, "shape": list(shape), "bytes": numel * 4, "modes": {}}
+        copy = copy_gbps(x.detach(), args.device, args.warmup, args.repeats, min_repeat_s)
+        entry = {"requested_bytes": nbytes, "shape": list(shape), "bytes": numel * 4,
+                 "copy_gbps": round(copy, 3), "modes": {}}
         for mode in modes:
             wrap = (lambda f: torch.compile(f, dynamic=False)) if mode == "compiled" else (lambda f: f)
             relu = wrap(torch.relu)
@@ -117,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 timed[name] = measure(wrap(module), x, grad, args.device, args.warmup, args.repeats, min_repeat_s)
             last = measure(relu, x, grad, args.device, args.warmup, args.repeats, min_repeat_s)
             base_t = {k: min(first[k], last[k]) for k in first}
-            per_mode = {"torch.relu": {**row(base_t, base_t, numel),
+            per_mode = {"torch.relu": {**row(base_t, base_t, numel, copy),
                                        "fwd_bwd_ms_before_after": [round(first["fwd_bwd_s"] * 1e3, 4),
                                                                    round(last["fwd_bwd_s"] * 1e3, 4)]}}
-            per_mode.update({name: row(t, base_t, numel) for name, t in timed.items()})
+            per_mode.update({name: row(t, base_t, numel, copy) for name, t in timed.items()})
             entry["modes"][mode] = per_mode
         results.append(entry)
         del x, grad
@@ -139,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                    "min_repeat_s": min_repeat_s},
         "quick": args.quick,
         "results": results,
+        "targets": [bandwidth_target(results, names, args.device)],
     }
     write_result("activation_throughput", result, started_at)
     return 0

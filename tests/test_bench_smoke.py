@@ -50,6 +50,9 @@ def test_activation_throughput(tmp_path):
                         "fwd_bwd_ratio_to_relu"):
                 assert positive(row[key]), (key, row)
         assert rows["torch.relu"]["fwd_bwd_ratio_to_relu"] == 1.0
+        assert positive(entry["copy_gbps"])
+        assert all(positive(r["fwd_bwd_bandwidth_fraction"]) for r in rows.values())
+    assert result["targets"][0]["applies"] is False  # only on CUDA, compiled, at 1 GB
 
 
 def test_convrelu_conv(tmp_path):
