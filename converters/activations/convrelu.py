@@ -8,7 +8,6 @@ theta = 0 the module computes conv(relu(x)) exactly.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import ClassVar
 
@@ -84,15 +83,21 @@ def convrelu_auto(x, weight, bias, theta, stride, padding, dilation, groups) -> 
     return convrelu_patches(x, weight, bias, theta, stride, padding, dilation, groups)
 
 
-@functools.cache
+_FUSED = None  # converters.kernels.convrelu_fused once imported; False when triton is missing
+
+
 def _fused_module():
     # Imported on first use: triton is slow to import, and under TRITON_INTERPRET=1 (CPU tests) it
-    # must see that variable when the kernels are defined.
-    try:
-        from converters.kernels import convrelu_fused
-    except ImportError:
-        return None
-    return convrelu_fused
+    # must see that variable when the kernels are defined. A plain global, not functools.cache,
+    # which torch.compile would trace through.
+    global _FUSED
+    if _FUSED is None:
+        try:
+            from converters.kernels import convrelu_fused as module
+        except ImportError:
+            module = False
+        _FUSED = module
+    return _FUSED or None
 
 
 # impl name -> function(x, weight, bias, theta, stride, padding, dilation, groups) for 4-D x.
