@@ -217,3 +217,18 @@ def test_fused_falls_back_to_the_exact_path_and_says_why():
     with pytest.warns(UserWarning, match="falls back to 'patches': .*float64"):
         y = m(x)
     assert torch.equal(y, convrelu_patches(x, *args))
+
+
+@pytest.mark.parametrize("impl", ["auto", "patches", "shifted", "unfold"])
+def test_autocast_runs_every_impl_in_the_autocast_dtype(impl):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    m = ConvReLU2d.from_conv(conv, impl=impl)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+        ref = conv(torch.relu(x))
+    assert y.dtype == ref.dtype == torch.bfloat16
+    assert (y.float() - ref.float()).abs().max().item() <= 2e-2 * ref.float().abs().max().item()
+    y.float().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and m.theta.grad.dtype == torch.float32

@@ -223,8 +223,14 @@ class ConvReLU2d(nn.Conv2d):
         unbatched = x.ndim == 3
         if unbatched:
             x = x.unsqueeze(0)
+        weight, bias, theta = self.weight, self.bias, self.theta
+        if torch.is_autocast_enabled(x.device.type):
+            # Run in the autocast dtype as F.conv2d would; the hand-written impls take one dtype.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight, theta = x.to(dtype), weight.to(dtype), theta.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
         fn = _IMPL_FUNCTIONS[self._impl]
-        out = fn(x, self.weight, self.bias, self.theta, self.stride, self.padding, self.dilation, self.groups)
+        out = fn(x, weight, bias, theta, self.stride, self.padding, self.dilation, self.groups)
         return out.squeeze(0) if unbatched else out
 
     def rectification_point(self) -> float:
