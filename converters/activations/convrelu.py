@@ -111,6 +111,7 @@ _IMPL_FUNCTIONS = {
     "unfold": convrelu_unfold,  # the reference
 }
 IMPLS = tuple(_IMPL_FUNCTIONS)
+_HAND_WRITTEN = ("auto", "fused", "patches")  # not traceable by torch.export with a symbolic batch
 DEFAULT_IMPL = "auto"
 
 
@@ -230,6 +231,10 @@ class ConvReLU2d(nn.Conv2d):
             x, weight, theta = x.to(dtype), weight.to(dtype), theta.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
         fn = _IMPL_FUNCTIONS[self._impl]
+        if torch.compiler.is_exporting() and self._impl in _HAND_WRITTEN:
+            # torch.export (model.pt2) needs aten ops only and a batch it can keep symbolic: patches
+            # loops over chunks in Python and fused is a reluswap custom op, so export the shifted form.
+            fn = convrelu_shifted
         out = fn(x, weight, bias, theta, self.stride, self.padding, self.dilation, self.groups)
         return out.squeeze(0) if unbatched else out
 
