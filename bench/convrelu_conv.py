@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry[impl]["peak_ratio_to_conv_relu"] = round(t["peak_bytes"] / max(1, base["peak_bytes"]), 3)
         rows.append(entry)
         print(f"{entry['stage']}: " + ", ".join(
-            f"{k} {v.get('time_ratio_to_conv_relu', 'n/a')}x" for k, v in entry.items()
+            f"{k} {v['time_ratio_to_conv_relu']}x" if v["available"] else f"{k} n/a" for k, v in entry.items()
             if isinstance(v, dict) and "available" in v), file=sys.stderr)
 
     result = {
