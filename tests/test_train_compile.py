@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from conversion_helpers import tiny_convnet
 
 from converters.conversion import convert
 from converters.training import trainable
@@ -27,22 +27,13 @@ CPU = Precision(torch.device("cpu"))
 BODY = {"model": {"arch": "torchvision:resnet18"}, "dataset": {"uri": "builtin:digits"}, "activation": "pvlu"}
 
 
-def _tiny(classes: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes),
-    )
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return load_data(DatasetConfig(uri="synthetic:4x64", image_size=8), tmp_path_factory.mktemp("w"))
 
 
 def _trainer(data, tmp_path, events: list | None = None, **train) -> Trainer:
-    model = convert(_tiny(), "pvlu", "all", example_inputs=torch.randn(2, 3, 8, 8)).model
+    model = convert(tiny_convnet(), "pvlu", "all", example_inputs=torch.randn(2, 3, 8, 8)).model
     cfg = TrainConfig(**{"epochs": 1, "max_steps": 3, "batch_size": 16, "seed": 1, **train})
     groups = trainable(model, cfg.trainable, cfg.weight_decay, cfg.threshold_l2)
     reporter = Reporter(events.append if events is not None else None, interval=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from conversion_helpers import tiny_convnet
 
 from converters.conversion import convert
 from converters.training import trainable
@@ -23,15 +23,6 @@ class Crash(BaseException):
     """Stands in for a killed process: nothing in the job catches it."""
 
 
-def _tiny(classes: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes),
-    )
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return load_data(DatasetConfig(uri="synthetic:4x160", image_size=8, augment=True),
@@ -39,7 +30,7 @@ def data(tmp_path_factory):
 
 
 def _trainer(data, tmp_path, events=None, should_cancel=None, activation="pvlu", **train) -> Trainer:
-    model = convert(_tiny(), activation, "all", example_inputs=torch.randn(2, 3, 8, 8)).model
+    model = convert(tiny_convnet(), activation, "all", example_inputs=torch.randn(2, 3, 8, 8)).model
     cfg = TrainConfig(**{"epochs": 3, "batch_size": 16, "seed": 3, **train})
     groups = trainable(model, cfg.trainable, cfg.weight_decay, cfg.threshold_l2)
     reporter = Reporter(events.append if events is not None else None, should_cancel, interval=0.0)
