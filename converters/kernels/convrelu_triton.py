@@ -55,6 +55,18 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
     return tl.dot(a, b, acc, input_precision=PRECISION)
 
 
+@triton.jit
+def _split_rows(rm, HH, WW):
+    """Row index of an (N, HH, WW) pixel grid -> (n as int64, row, column)."""
+    return (rm // (WW * HH)).to(tl.int64), (rm // WW) % HH, rm % WW
+
+
+@triton.jit
+def _inside(ok, ih, iw, H, W):
+    """Rows whose input pixel (ih, iw) lies in the unpadded image (elsewhere x reads as 0)."""
+    return ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+
+
 @triton.autotune(configs=_configs(_GEMM_SHAPES), key=_KEY)
 @triton.jit
 def _fwd_kernel(
@@ -73,9 +85,7 @@ def _fwd_kernel(
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     m_ok, n_ok = rm < M, rn < DG
-    ow = rm % WO
-    oh = (rm // WO) % HO
-    n = (rm // (WO * HO)).to(tl.int64)
+    n, oh, ow = _split_rows(rm, HO, WO)
     x_row = x_ptr + n * sxn + (g * CG).to(tl.int64) * sxc
     w_col = w_ptr + (g * DG + rn).to(tl.int64) * swd
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -87,7 +97,7 @@ def _fwd_kernel(
         ky, kx = kk // KW, kk % KW
         ih = oh * SH - PH + ky * DH
         iw = ow * SW - PW + kx * DW
-        inside = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        inside = _inside(m_ok, ih, iw, H, W)
         rc = c0 + tl.arange(0, BK)
         c_ok = rc < CG
         x = tl.load((x_row + ih * sxh + iw * sxw)[:, None] + rc[None, :] * sxc,
@@ -123,11 +133,9 @@ def _dgrad_kernel(
     rm = pid_m * BM + tl.arange(0, BM)
     rc = pid_n * BN + tl.arange(0, BN)
     m_ok, c_ok = rm < M, rc < CG
-    jp = rm % WP
-    ip = (rm // WP) % HP
-    n = (rm // (WP * HP)).to(tl.int64)
+    n, ip, jp = _split_rows(rm, HP, WP)
     ih, iw = ip - PH, jp - PW
-    inside = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    inside = _inside(m_ok, ih, iw, H, W)
     cx = (g * CG + rc).to(tl.int64)
     x_at = x_ptr + n[:, None] * sxn + cx[None, :] * sxc + (ih * sxh + iw * sxw)[:, None]
     x = tl.load(x_at, mask=inside[:, None] & c_ok[None, :], other=0.0)  # 0 in the padding
@@ -194,12 +202,10 @@ def _wgrad_kernel(
     for m0 in range(m_start, m_end, BK):
         rm = m0 + tl.arange(0, BK)
         m_ok = rm < m_end
-        ow = rm % WO
-        oh = (rm // WO) % HO
-        n = (rm // (WO * HO)).to(tl.int64)
+        n, oh, ow = _split_rows(rm, HO, WO)
         ih = oh * SH - PH + ky * DH
         iw = ow * SW - PW + kx * DW
-        inside = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        inside = _inside(m_ok, ih, iw, H, W)
         x = tl.load(x_ptr + (n * sxn + ih * sxh + iw * sxw)[:, None] + cx[None, :] * sxc,
                     mask=inside[:, None] & c_ok[None, :], other=0.0)
         a = tl.where(m_ok[:, None], tl.maximum(x, th[None, :].to(x.dtype)), 0.0).to(x.dtype)
