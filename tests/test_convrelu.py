@@ -131,13 +131,18 @@ def test_from_conv_reuses_parameters_and_copies_hyperparameters():
     assert nobias.bias is None and list(nobias.state_dict()) == ["weight", "theta"]
 
 
-def test_forward_dispatches_to_the_chosen_impl():
+def _float64_module(impl: str):
+    """(conv, ConvReLU2d with random theta, x, the functional forms' arguments after x), float64."""
     conv = nn.Conv2d(4, 4, 3, padding=1).double()
-    m = ConvReLU2d.from_conv(conv, impl="unfold")
+    m = ConvReLU2d.from_conv(conv, impl=impl)
     with torch.no_grad():
         m.theta.normal_()
     x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
-    args = (m.weight, m.bias, m.theta, m.stride, m.padding, m.dilation, m.groups)
+    return conv, m, x, (m.weight, m.bias, m.theta, m.stride, m.padding, m.dilation, m.groups)
+
+
+def test_forward_dispatches_to_the_chosen_impl():
+    conv, m, x, args = _float64_module("unfold")
     assert torch.equal(m(x), convrelu_unfold(x, *args))
     m.impl = "shifted"
     assert torch.equal(m(x), convrelu_shifted(x, *args))
@@ -208,12 +213,7 @@ def test_padded_positions_are_thresholded():
 
 def test_fused_falls_back_to_the_exact_path_and_says_why():
     # float64 is not a dtype the Triton kernels take: the module still computes ConvReLU, exactly.
-    conv = nn.Conv2d(4, 4, 3, padding=1).double()
-    m = ConvReLU2d.from_conv(conv, impl="fused")
-    with torch.no_grad():
-        m.theta.normal_()
-    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
-    args = (m.weight, m.bias, m.theta, m.stride, m.padding, m.dilation, m.groups)
+    _, m, x, args = _float64_module("fused")
     with pytest.warns(UserWarning, match="falls back to 'patches': .*float64"):
         y = m(x)
     assert torch.equal(y, convrelu_patches(x, *args))
