@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test demo install lint clean deploy-check bench-api
+.PHONY: test demo install lint clean deploy-check bench-api bench-gpu
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ deploy-check:
 # A ~5 s load run against the API of a freshly started embedded deployment (see bench/README.md).
 bench-api: $(STAMP)
 	$(PY) bench/api_load.py --start-embedded --seconds 5
+
+# On a CUDA machine: the fused ConvReLU tests at full shapes, then the benchmarks behind the speed
+# targets (results in bench/results/; each JSON has a "targets" entry). Not part of CI: it has no GPU.
+bench-gpu: $(STAMP)
+	$(PY) -m pytest -q tests/test_convrelu_fused.py
+	$(PY) bench/convrelu_conv.py --device cuda --dtype bfloat16
+	$(PY) bench/activation_throughput.py --device cuda --compile --sizes 16MB,1GB
+	$(PY) bench/finetune_throughput.py --device cuda
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check converters worker service reluswap tests
