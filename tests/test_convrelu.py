@@ -232,3 +232,14 @@ def test_autocast_runs_every_impl_in_the_autocast_dtype(impl):
     assert (y.float() - ref.float()).abs().max().item() <= 2e-2 * ref.float().abs().max().item()
     y.float().sum().backward()
     assert conv.weight.grad.dtype == torch.float32 and m.theta.grad.dtype == torch.float32
+
+
+def test_resolve_impl_names_the_form_that_runs():
+    from converters.activations.convrelu import resolve_impl
+
+    cpu = torch.empty(1, 1, 1, 1)
+    assert resolve_impl("auto", cpu) == "patches"  # the kernels are for CUDA tensors
+    assert resolve_impl("fused", cpu.double()) == "patches"  # float64: not a kernel dtype
+    assert resolve_impl("shifted", cpu) == "shifted" and resolve_impl("unfold", cpu) == "unfold"
+    if torch.cuda.is_available():
+        assert resolve_impl("auto", cpu.cuda()) == "fused"

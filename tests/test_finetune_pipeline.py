@@ -83,6 +83,8 @@ def test_finetune_cli_on_digits(tmp_path, pretrained_digits, spy, capsys, activa
     assert metrics["relative_error_decrease"] == pytest.approx((e_before - e_after) / e_before)
     assert metrics["sites_total"] == 17
     assert metrics["sites_replaced"] == (4 if activation == "convrelu" else 17)
+    if activation == "convrelu":  # the default, resolved for a CPU worker
+        assert report["convrelu_impl"] == {"setting": "auto", "used": "patches"}
 
     # Activation statistics of the original's ReLU sites before, of the converted sites after.
     before, after = report["activation_stats"]["before"], report["activation_stats"]["after"]

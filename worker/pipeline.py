@@ -235,6 +235,8 @@ class _Job:
         self.metrics["sites_replaced"] = len(conversion.replaced)
         self.report["sites"] = [s.to_dict() for s in conversion.sites]
         self.report["added_parameters"] = conversion.added_parameters()
+        if cfg.activation == "convrelu":
+            self.report["convrelu_impl"] = self._convrelu_impl(opts.convrelu_impl)
         self._conversion = conversion
         if not conversion.replaced:
             reasons = sorted({s.skip_reason for s in conversion.sites if s.selected and s.skip_reason})
@@ -242,6 +244,17 @@ class _Job:
                 f"strategy {cfg.strategy!r} replaced none of the {len(conversion.sites)} ReLU sites with "
                 f"{cfg.activation}" + (f" ({'; '.join(reasons)})" if reasons else ""), "strategy")
         return conversion
+
+    def _convrelu_impl(self, setting: str) -> dict:
+        """Which ConvReLU form training runs: "auto" and "fused" depend on the device and dtype."""
+        from converters.activations.convrelu import fused_unavailable, resolve_impl
+
+        with self.precision.autocast():  # the kernels see the autocast dtype, as in training
+            probe = torch.empty(1, 1, 1, 1, device=self.device)
+            used, reason = resolve_impl(setting, probe), fused_unavailable(probe)
+        if setting == "fused" and used != "fused":
+            self.reporter.log(f"activation_options.convrelu_impl 'fused' runs as 'patches' here: {reason}", "warning")
+        return {"setting": setting, "used": used}
 
     def _compare_at_init(self, baseline, at_init) -> dict:
         from converters.catalog import get_info

@@ -63,23 +63,35 @@ def convrelu_shifted(x, weight, bias, theta, stride, padding, dilation, groups) 
     return out
 
 
+def fused_unavailable(x: Tensor) -> str | None:
+    """None when the Triton kernels can take x (under autocast: in the autocast dtype); else why not."""
+    fused = _fused_module()
+    return "triton is not importable" if fused is None else fused.fused_unsupported_reason(x)
+
+
+def resolve_impl(impl: str, x: Tensor) -> str:
+    """The form ConvReLU2d(impl=impl) computes x with: "auto" and "fused" resolved for x's device."""
+    if impl == "auto":
+        return "fused" if x.is_cuda and fused_unavailable(x) is None else "patches"
+    if impl == "fused" and fused_unavailable(x) is not None:
+        return "patches"
+    return impl
+
+
 def convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups) -> Tensor:
     """The Triton implicit-GEMM kernels (converters/kernels), or the exact CPU path where they cannot
     run (no CUDA, float64, no triton): the same function either way."""
-    fused = _fused_module()
-    reason = "triton is not importable" if fused is None else fused.fused_unsupported_reason(x)
+    reason = fused_unavailable(x)
     if reason is None:
-        return fused.convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups)
+        return _fused_module().convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups)
     warnings.warn(f"ConvReLU2d impl 'fused' falls back to 'patches': {reason}", stacklevel=3)
     return convrelu_patches(x, weight, bias, theta, stride, padding, dilation, groups)
 
 
 def convrelu_auto(x, weight, bias, theta, stride, padding, dilation, groups) -> Tensor:
     """The fastest exact form for where x lives: fused kernels on CUDA, patches elsewhere."""
-    if x.is_cuda:
-        fused = _fused_module()
-        if fused is not None and fused.fused_unsupported_reason(x) is None:
-            return fused.convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups)
+    if resolve_impl("auto", x) == "fused":
+        return _fused_module().convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups)
     return convrelu_patches(x, weight, bias, theta, stride, padding, dilation, groups)
 
 
