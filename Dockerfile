@@ -48,10 +48,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 # The tag pins the Ubuntu release; apt versions are not pinned because the archive drops superseded
-# ones (an exact pin would break the build at the next security update).
+# ones (an exact pin would break the build at the next security update). gcc, libc6-dev and
+# python3-dev: Triton (the fused ConvReLU kernels, and torch.compile's CUDA kernels) compiles its
+# launcher stubs against Python.h with the system C compiler the first time a kernel runs.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv \
     && useradd --create-home --uid 10001 --user-group reluswap \

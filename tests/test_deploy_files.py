@@ -128,6 +128,14 @@ def test_dockerfile_has_api_and_worker_targets_on_pinned_bases():
     assert instructions(stages["worker"], "FROM")[0].startswith("nvidia/cuda:")
 
 
+def test_worker_has_what_triton_needs_to_launch_kernels():
+    # Triton builds its launcher stubs against Python.h with the system C compiler at first launch:
+    # without these, the fused ConvReLU kernels and torch.compile on CUDA fail in the worker image.
+    runs = " ".join(instructions(dockerfile_stages()["worker"], "RUN"))
+    for package in ("gcc", "libc6-dev", "python3-dev"):
+        assert re.search(rf"apt-get install .*\b{package}\b", runs), package
+
+
 def test_api_target_never_installs_torch():
     api = dockerfile_stages()["api"]
     runs = " ".join(instructions(api, "RUN"))
