@@ -208,3 +208,15 @@ def test_module_trains_under_torch_compile():
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(compiled_grads, (module.weight.grad, module.bias.grad, module.theta.grad), strict=True):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_empty_batch_and_a_kernel_larger_than_the_input():
+    weight = torch.randn(4, 4, 3, 3, device=DEVICE, requires_grad=True)
+    theta = torch.zeros(4, 3, 3, device=DEVICE, requires_grad=True)
+    x = torch.randn(0, 4, 5, 5, device=DEVICE, requires_grad=True)
+    out = fused.convrelu_fused(x, weight, None, theta, 1, 1, 1, 1)
+    assert out.shape == (0, 4, 5, 5)
+    gx, gw, gt = torch.autograd.grad(out.sum(), [x, weight, theta], allow_unused=True)
+    assert gx.shape == x.shape and not gw.any() and not gt.any()
+    with pytest.raises(ValueError, match="does not fit the padded input"):
+        fused.convrelu_fused(torch.randn(1, 4, 2, 2, device=DEVICE), weight, None, theta, 1, 0, 1, 1)

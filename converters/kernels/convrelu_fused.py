@@ -106,6 +106,9 @@ def _forward(x, weight, bias, theta, stride, padding, dilation, groups) -> Tenso
     n, _, h, w = x.shape
     d, cg = weight.shape[:2]
     ho, wo = _out_hw(x, weight, stride, padding, dilation)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"ConvReLU: the (dilated) kernel {tuple(weight.shape[2:])} does not fit the padded input "
+                         f"{tuple(x.shape[2:])} (padding {tuple(padding)}, dilation {tuple(dilation)})")
     out = torch.empty((n, d, ho, wo), device=x.device, dtype=x.dtype, memory_format=_layout(x))
     m, dg = n * ho * wo, d // groups
     if m == 0 or d == 0:
