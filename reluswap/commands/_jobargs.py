@@ -32,6 +32,9 @@ def add_training(p) -> None:
     p.add_argument("--schedule", choices=("cosine", "constant"))
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", choices=("auto", "on", "off"), help="mixed precision on CUDA (default auto)")
+    p.add_argument("--compile", choices=("auto", "on", "off"),
+                   help="torch.compile of the training step: auto (default: on CUDA, eager on CPU), on (fail if "
+                   "it cannot compile), off")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
@@ -80,4 +83,5 @@ def model_data_config(args, config: dict, files: dict) -> None:
 def training_config(args, config: dict) -> None:
     overlay(config, "train", {"epochs": args.epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
                               "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-                              "schedule": args.schedule, "seed": args.seed, "amp": args.amp})
+                              "schedule": args.schedule, "seed": args.seed, "amp": args.amp,
+                              "compile": args.compile})

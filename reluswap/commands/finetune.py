@@ -26,9 +26,6 @@ def add(sub) -> None:
     p.add_argument("--trainable", choices=("bn+act", "act", "all"))
     add_training(p)
     p.add_argument("--threshold-l2", type=float, help="L2 on ConvReLU thresholds")
-    p.add_argument("--compile", choices=("auto", "on", "off"),
-                   help="torch.compile of the training step: auto (default: on CUDA, eager on CPU), on (fail if "
-                   "it cannot compile), off")
     p.add_argument("--out", required=True, help="output directory (weights.safetensors, conversion.json, "
                    "report.json; checkpoints/ while running)")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left in --out")
@@ -60,8 +57,7 @@ def build_config(args) -> tuple[dict, dict]:
     overlay(config, "activation_options", {"init": args.init, "granularity": args.granularity,
                                            "fallback": args.fallback, **dict(_option(o) for o in args.option)})
     training_config(args, config)
-    overlay(config, "train", {"trainable": args.trainable, "threshold_l2": args.threshold_l2,
-                              "compile": args.compile})
+    overlay(config, "train", {"trainable": args.trainable, "threshold_l2": args.threshold_l2})
     return config, files
 
 
