@@ -24,7 +24,7 @@ DATASET_SCHEMES = ("builtin", "imagefolder", "archive", "torchvision", "syntheti
 BUILTIN_DATASETS = ("digits",)
 FALLBACKS = ("skip", "adarelu")
 CONVRELU_IMPLS = ("shifted", "unfold")
-COMPILE_SETTINGS = ("auto", "on", "off")  # worker.train.COMPILE_SETTINGS
+COMPILE_SETTINGS = ("auto", "on", "off")  # train.compile; worker.train resolves it
 
 
 class _Strict(BaseModel):
@@ -242,6 +242,7 @@ def parse_config(data: dict | JobConfig) -> JobConfig:
 
 
 __all__ = [
+    "COMPILE_SETTINGS",
     "INITS",
     "TRAINABLE_MODES",
     "GRANULARITIES",

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from .config import TrainConfig
+from .config import COMPILE_SETTINGS, TrainConfig
 from .errors import JobError
 from .progress import Reporter
 
@@ -41,9 +41,6 @@ class TrainingDiverged(JobError):
 
 class CompileFailed(JobError):
     code = "compile_failed"
-
-
-COMPILE_SETTINGS = ("auto", "on", "off")
 
 
 def resolve_compile(setting, device: torch.device) -> bool:
