@@ -20,6 +20,7 @@ Prints one JSON object and writes bench/results/convrelu_conv-<timestamp>.json. 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -37,13 +38,11 @@ TARGETS = [("fused", "cuda", "bfloat16", 1.5, 1.2), ("patches", "cpu", None, 3.0
 
 def fused_unavailable(device: str, dtype: torch.dtype) -> str | None:
     """Why the fused impl cannot be timed here (ConvReLU2d would fall back to the exact path)."""
-    try:
-        from converters.kernels.convrelu_fused import fused_unsupported_reason, interpreting
-    except ImportError as exc:
-        return f"triton is not importable ({exc})"
-    if interpreting():
+    from converters.activations.convrelu import fused_unavailable as library_reason
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
         return "TRITON_INTERPRET=1: the interpreter checks correctness, it is not timed"
-    return fused_unsupported_reason(torch.empty(1, 1, 1, 1, device=device, dtype=dtype))
+    return library_reason(torch.empty(1, 1, 1, 1, device=device, dtype=dtype))
 
 
 def targets(rows: list[dict], device: str, dtype: str) -> list[dict]:
