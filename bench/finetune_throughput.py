@@ -8,7 +8,7 @@ Every variant trains in the same trainable mode (default bn+act: BatchNorm affin
 running statistics plus the activation parameters; convolutions frozen), with the same optimizer
 (the job's default Adam, lr 1e-3, cosine schedule), batch, image size, precision and compile
 setting, on the same random batch resident on the device. The step is the worker's own:
-worker.train.Trainer.train_batch (worker.train.train_step: autocast forward, fp32 cross-entropy,
+worker.trainer.Trainer.train_batch (worker.trainer.train_step: autocast forward, fp32 cross-entropy,
 backward, optimizer step; torch.compile of the model per train.compile, with its eager fallback),
 followed by what the epoch loop does per step (scheduler step, loss and accuracy read back).
 Data loading is not measured.
@@ -75,9 +75,9 @@ class Run:
 
     def __init__(self, name: str, args, precision, x_cpu: torch.Tensor, y_cpu: torch.Tensor):
         from converters.training import trainable
-        from worker.config import TrainConfig
+        from service.job_config import TrainConfig
         from worker.progress import Reporter
-        from worker.train import Trainer
+        from worker.trainer import Trainer
 
         self.name = name
         started = time.perf_counter()
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from worker.train import Precision, resolve_compile
+    from worker.compiling import resolve_compile
+    from worker.precision import Precision
 
     started_at = now()
     device = torch.device(args.device)
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": "adam, lr 0.001, cosine schedule (the job defaults)",
         "precision": precision.describe(),
         "compile": {"setting": args.compile, "enabled": resolve_compile(args.compile, device)},
-        "step": ("worker.train.Trainer.train_batch (train_step; torch.compile per train.compile) + scheduler step "
+        "step": ("worker.trainer.Trainer.train_batch (train_step; torch.compile per train.compile) + scheduler step "
                  "+ loss and accuracy read back; the batch stays on the device (no data loading)"),
         "baseline": "original (unconverted, ReLU), in the same rounds as the others",
         "timing": {"warmup": args.warmup, "steps": args.steps, "rounds": args.rounds,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-INITS = ("identity", "paper")
-GRANULARITIES = ("channel", "layer")
+from .vocabulary import GRANULARITIES, INITS, check_choice
 
 
 class UnknownActivationError(ValueError):
@@ -53,8 +52,7 @@ class ActivationInfo:
         return tuple(p.name for p in self.params)
 
     def init_values(self, init: str) -> dict[str, float]:
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        check_choice("init", init, INITS)
         return {p.name: getattr(p, init) for p in self.params}
 
     def check_granularity(self, granularity: str | None) -> str | None:
@@ -193,8 +191,8 @@ CATALOG: dict[str, ActivationInfo] = {
 }
 
 
-def activation_names() -> list[str]:
-    return list(CATALOG)
+# The closed set of activation names, in the catalogue's order.
+ACTIVATIONS: tuple[str, ...] = tuple(CATALOG)
 
 
 def get_info(name: str) -> ActivationInfo:

@@ -7,7 +7,7 @@ is never modified: we trace a deep copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -18,13 +18,11 @@ from .activations import ConvReLU2d, create_activation
 from .blocks import detect_blocks
 from .catalog import get_info
 from .inplace import check_inplace_hazard, execution_order
-from .site import Site
+from .site import META_KEY, Site
 from .sites import relu_call, trace_sites
 from .spec import ConversionSpec, attach_spec
 from .strategy import parse_strategy, select_sites
-
-FALLBACKS = (None, "skip", "adarelu")
-META_KEY = "reluswap"  # GraphModule.meta survives deepcopy; plain attributes do not
+from .vocabulary import FALLBACKS, INITS, check_choice, check_options
 
 
 @dataclass
@@ -34,10 +32,6 @@ class Conversion:
     model: fx.GraphModule
     sites: list[Site]
     spec: ConversionSpec
-
-    def __iter__(self) -> Iterator:  # model, sites = convert(...)
-        yield self.model
-        yield self.sites
 
     @property
     def replaced(self) -> list[Site]:
@@ -134,14 +128,11 @@ def convert(
     info = get_info(activation)
     if example_inputs is None:
         raise ValueError("example_inputs is required: shapes decide channel counts and ConvReLU eligibility")
-    if init not in ("identity", "paper"):
-        raise ValueError(f"init must be one of identity, paper; got {init!r}")
+    check_choice("init", init, INITS)
     granularity = info.check_granularity(granularity)
-    if fallback not in FALLBACKS:
-        raise ValueError(f"fallback must be one of skip, adarelu; got {fallback!r}")
-    unknown = sorted(set(options) - set(info.options))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {activation}; accepted: {', '.join(info.options) or 'none'}")
+    if fallback is not None:
+        check_choice("fallback", fallback, FALLBACKS)
+    check_options(activation, options, info.options)
     clauses = parse_strategy(strategy)
 
     gm, all_sites = trace_sites(model, example_inputs, leaf_modules)

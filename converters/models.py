@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-SOURCES = ("torchvision", "timm")
+from .references import ModelReferenceError, parse_model_ref
 
-
-class ModelReferenceError(ValueError):
-    """A model reference that does not name a known architecture."""
-
-
-def parse_model_ref(ref: str) -> tuple[str, str]:
-    source, sep, name = ref.partition(":")
-    if not sep or source not in SOURCES or not name:
-        raise ModelReferenceError(
-            f"model reference {ref!r} must be '<source>:<name>' with source one of {', '.join(SOURCES)} "
-            "(e.g. torchvision:resnet18, timm:resnet50)"
-        )
-    return source, name
+__all__ = ["ModelReferenceError", "build_model", "parse_model_ref"]
 
 
 def _torchvision_names() -> list[str]:

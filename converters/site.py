@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# How a site is called. "inner": an nn.ReLU inside a leaf module that fx does not enter
-# (timm's BatchNormAct2d keeps its activation in `.act`).
-CALLS = ("module", "function", "method", "inner")
-KINDS = ("relu", "relu6")
+# Where a converted GraphModule keeps its site records and spec (GraphModule.meta survives
+# deepcopy; plain attributes do not).
+META_KEY = "reluswap"
 
 
 @dataclass
 class Site:
     index: int  # position in execution order
     name: str  # deterministic: calling scope + attribute, `_k` for the k-th repeat
-    kind: str  # "relu" or "relu6"
-    call: str  # one of CALLS
+    kind: str  # one of vocabulary.SITE_KINDS
+    # How the site is called: module, function, method, or "inner" (an nn.ReLU inside a leaf
+    # module that fx does not enter; timm's BatchNormAct2d keeps its activation in `.act`).
+    call: str
     scope: str  # the module whose forward makes the call ("" for the root)
     module: str | None  # path of the nn.ReLU / nn.ReLU6 module called (None for functional calls)
     inplace: bool

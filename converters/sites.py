@@ -246,7 +246,6 @@ def trace_sites(
     model: nn.Module,
     example_inputs: tuple | torch.Tensor,
     leaf_modules: Iterable = (),
-    copy: bool = True,
 ) -> tuple[fx.GraphModule, list[Site]]:
     """Trace (a private copy of) `model` and return the GraphModule with its annotated sites."""
     if isinstance(example_inputs, torch.Tensor):
@@ -254,7 +253,7 @@ def trace_sites(
     leaf_modules = tuple(leaf_modules)
     leaf_types = tuple(x for x in leaf_modules if isinstance(x, type))
     leaf_names = tuple(x for x in leaf_modules if isinstance(x, str))
-    source = private_copy(model) if copy else model
+    source = private_copy(model)
     gm = trace(source, leaf_types, leaf_names, class_name=type(model).__name__)
     sites = locate_sites(gm, source)
     inner_shapes = _record_inner_shapes(gm, sites, example_inputs)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import fx, nn
 
-from .site import Site
+from .site import META_KEY, Site
 
 
 @dataclass
@@ -85,7 +85,6 @@ class _Probe(nn.Module):
 
 
 def _sites_and_graph(model: nn.Module, leaf_modules) -> tuple[fx.GraphModule, list[Site]]:
-    from .conversion import META_KEY
     from .sites import locate_sites
     from .tracing import trace
 

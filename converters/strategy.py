@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .blocks import Blocks
+from .vocabulary import SITE_KINDS, accepted
 
 GRAMMAR = """\
 strategy := clause (';' clause)*   each clause filters the sites left by the previous one,
@@ -24,8 +25,6 @@ strategy := clause (';' clause)*   each clause filters the sites left by the pre
   kind:relu[,relu6]       sites of these kinds
   dead:R                  sites where at least a fraction R (0 < R <= 1) of the units never
                           activate on the calibration data"""
-
-KINDS = ("relu", "relu6")
 
 
 class StrategyError(ValueError):
@@ -87,9 +86,9 @@ def _parse_clause(text: str) -> Clause:
         if any(not item for item in items):
             raise StrategyError(f"in clause {text!r}: empty item in the list")
         if op == "kind":
-            bad = [k for k in items if k not in KINDS]
+            bad = [k for k in items if k not in SITE_KINDS]
             if bad:
-                raise StrategyError(f"in clause {text!r}: unknown kind {bad[0]!r}; accepted: {', '.join(KINDS)}")
+                raise StrategyError(f"in clause {text!r}: unknown kind {bad[0]!r}; accepted: {accepted(SITE_KINDS)}")
         if op == "block":
             for item in items:
                 if item not in ("first", "last") and _is_int(item) and int(item) == 0:

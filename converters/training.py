@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .activations import ConvReLU2d, LearnableActivation, PReLU
+from .vocabulary import TRAINABLE_MODES, check_choice
 
-MODES = ("bn+act", "act", "all")
 _FROZEN_BN_HOOK = "_reluswap_frozen_bn"
 
 
@@ -73,8 +73,7 @@ def trainable(
 
     Pass the result straight to an optimizer: torch.optim.Adam(trainable(model), lr=1e-3).
     """
-    if mode not in MODES:
-        raise ValueError(f"trainable mode must be one of {', '.join(MODES)}; got {mode!r}")
+    check_choice("trainable mode", mode, TRAINABLE_MODES)
     classes = _classify(model)
     train = {"activation", "prelu_slope", "convrelu_theta"}
     if mode in ("bn+act", "all"):

@@ -1,6 +1,6 @@
-"""The job config: the body of POST /finetune (../shared/notes/api.md), as a pydantic model.
+"""The job config: the body of POST /finetune (docs/api.md), as a pydantic model.
 
-Shared by the API (validation before a job is queued) and the worker (worker/config.py re-exports it).
+Shared by the API (validation before a job is queued), the worker and the CLI, which import it by name.
 
 Pure (no torch import), so the API process validates a job before it is queued. Every name
 (arch, activation, strategy, trainable mode, dataset reference) is checked here, with a message
@@ -13,18 +13,32 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from converters.catalog import CATALOG, GRANULARITIES, INITS, get_info
+from converters.catalog import ACTIVATIONS, get_info
+from converters.references import parse_model_ref
 from converters.strategy import parse_strategy
+from converters.vocabulary import (
+    CONVRELU_IMPLS,
+    FALLBACKS,
+    GRANULARITIES,
+    INITS,
+    TRAINABLE_MODES,
+    accepted,
+    not_one_of,
+    check_options,
+)
 
-# converters.training.MODES, repeated here so this module does not import torch (a test checks).
-TRAINABLE_MODES = ("bn+act", "act", "all")
-MODEL_SOURCES = ("torchvision", "timm")
-WEIGHTS = ("none", "default", "upload")
-DATASET_SCHEMES = ("builtin", "imagefolder", "archive", "torchvision", "synthetic", "upload")
-BUILTIN_DATASETS = ("digits",)
-FALLBACKS = ("skip", "adarelu")
-CONVRELU_IMPLS = ("shifted", "unfold")
-COMPILE_SETTINGS = ("auto", "on", "off")  # train.compile; worker.train resolves it
+from .contract import (
+    BUILTIN_DATASETS,
+    DATASET_SCHEMES,
+    DATASET_UPLOAD,
+    OPTIMIZERS,
+    SCHEDULES,
+    SWITCH_SETTINGS,
+    WEIGHTS_SOURCES,
+)
+
+# Literal[tuple] is Literal[*tuple]: the schema's enums come from the one definition.
+Switch = Literal[SWITCH_SETTINGS] | bool
 
 
 class _Strict(BaseModel):
@@ -43,19 +57,14 @@ class ModelConfig(_Strict):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v: str) -> str:
-        source, sep, name = v.partition(":")
-        if not sep or source not in MODEL_SOURCES or not name:
-            raise ValueError(
-                f"must be '<source>:<name>' with source one of {', '.join(MODEL_SOURCES)} "
-                "(e.g. torchvision:resnet18, timm:resnet50)"
-            )
+        parse_model_ref(v)  # ModelReferenceError is a ValueError naming the accepted sources
         return v
 
     @field_validator("weights")
     @classmethod
     def _weights(cls, v: str) -> str:
-        if v not in WEIGHTS:
-            raise ValueError(f"must be one of {', '.join(WEIGHTS)}; got {v!r}")
+        if v not in WEIGHTS_SOURCES:  # pydantic prefixes the field's path
+            raise ValueError(not_one_of(v, WEIGHTS_SOURCES))
         return v
 
 
@@ -74,16 +83,16 @@ class DatasetConfig(_Strict):
     @field_validator("uri")
     @classmethod
     def _uri(cls, v: str) -> str:
-        if v == "upload":
+        if v == DATASET_UPLOAD:
             return v
         scheme, sep, rest = v.partition(":")
         if not sep or scheme not in DATASET_SCHEMES or not rest:
             raise ValueError(
                 f"must be one of builtin:{'|'.join(BUILTIN_DATASETS)}, imagefolder:<dir>, archive:<file>, "
-                f"torchvision:<Name>, synthetic:<classes>x<images>, upload; got {v!r}"
+                f"torchvision:<Name>, synthetic:<classes>x<images>, {DATASET_UPLOAD}; got {v!r}"
             )
         if scheme == "builtin" and rest not in BUILTIN_DATASETS:
-            raise ValueError(f"unknown builtin dataset {rest!r}; accepted: {', '.join(BUILTIN_DATASETS)}")
+            raise ValueError(f"unknown builtin dataset {rest!r}; accepted: {accepted(BUILTIN_DATASETS)}")
         if scheme == "synthetic":
             parse_synthetic(rest)
         return v
@@ -122,11 +131,11 @@ class ActivationOptions(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    init: Literal["identity", "paper"] = "identity"
-    granularity: Literal["channel", "layer"] | None = None
-    fallback: Literal["skip", "adarelu"] | None = None
+    init: Literal[INITS] = "identity"
+    granularity: Literal[GRANULARITIES] | None = None
+    fallback: Literal[FALLBACKS] | None = None
     # auto: the Triton kernels on CUDA, "patches" on CPU (converters/activations/convrelu.py)
-    convrelu_impl: Literal["auto", "fused", "patches", "shifted", "unfold"] = "auto"
+    convrelu_impl: Literal[CONVRELU_IMPLS] = "auto"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -137,37 +146,37 @@ class TrainConfig(_Strict):
     trainable: str = "bn+act"
     epochs: int = Field(default=3, ge=1, le=10_000)
     batch_size: int = Field(default=64, ge=1, le=65_536)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal[OPTIMIZERS] = "adam"
     lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="sgd only")
     weight_decay: float = Field(default=0.0, ge=0.0)
     threshold_l2: float = Field(default=1e-4, ge=0.0, description="L2 on ConvReLU thresholds")
     seed: int = 0
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs: stop after this many steps")
-    amp: Literal["auto", "on", "off"] | bool = Field(default="auto", description="mixed precision on CUDA")
-    channels_last: Literal["auto", "on", "off"] | bool = "auto"
-    compile: Literal["auto", "on", "off"] | bool = Field(
+    amp: Switch = Field(default="auto", description="mixed precision on CUDA")
+    channels_last: Switch = "auto"
+    compile: Switch = Field(
         default="auto",
         description="torch.compile of the training step: auto (on CUDA only), on (fail the job if it cannot "
         "compile), off (eager)",
     )
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal[SCHEDULES] = "cosine"
     stats_batches: int | None = Field(default=16, ge=1, description="validation batches for activation statistics")
 
     @field_validator("trainable")
     @classmethod
     def _trainable(cls, v: str) -> str:
         if v not in TRAINABLE_MODES:
-            raise ValueError(f"must be one of {', '.join(TRAINABLE_MODES)}; got {v!r}")
+            raise ValueError(not_one_of(v, TRAINABLE_MODES))
         return v
 
-    @field_validator("compile", mode="before")
+    @field_validator("amp", "channels_last", "compile", mode="before")
     @classmethod
-    def _compile(cls, v: Any) -> Any:
+    def _switch(cls, v: Any) -> Any:
         # One message naming the accepted values (instead of one per member of the union).
-        if isinstance(v, bool) or v in COMPILE_SETTINGS:
+        if isinstance(v, bool) or v in SWITCH_SETTINGS:
             return v
-        raise ValueError(f"must be one of {', '.join(COMPILE_SETTINGS)} (or true / false); got {v!r}")
+        raise ValueError(f"must be one of {accepted(SWITCH_SETTINGS)} (or true / false); got {v!r}")
 
 
 class ExportConfig(_Strict):
@@ -175,7 +184,6 @@ class ExportConfig(_Strict):
     opset: int = Field(default=18, ge=18, le=23, description="default-domain opset of model.onnx")
     inline: bool = Field(default=False, description="model.onnx with the functions inlined (standard ops only)")
     pt2: bool = Field(default=True, description="model.pt2: a torch.export program of the converted model")
-    weights: bool = True
 
 
 class JobConfig(_Strict):
@@ -191,8 +199,8 @@ class JobConfig(_Strict):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v: str) -> str:
-        if v not in CATALOG:
-            raise ValueError(f"unknown activation {v!r}; accepted: {', '.join(CATALOG)}")
+        if v not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {v!r}; accepted: {accepted(ACTIVATIONS)}")
         return v
 
     @field_validator("strategy")
@@ -205,11 +213,11 @@ class JobConfig(_Strict):
     def _activation_options(self) -> JobConfig:
         info = get_info(self.activation)
         opts = self.activation_options
-        unknown = sorted(set(opts.options) - set(info.options))
-        if unknown:
-            accepted = ", ".join(["init", "granularity", "fallback", "convrelu_impl", *info.options])
-            raise ValueError(f"activation_options: unknown option(s) {', '.join(unknown)} for "
-                             f"{self.activation}; accepted: {accepted}")
+        common = [name for name in ActivationOptions.model_fields]
+        try:
+            check_options(self.activation, opts.options, [*common, *info.options])
+        except ValueError as err:
+            raise ValueError(f"activation_options: {err}") from None
         info.check_granularity(opts.granularity)
         if opts.fallback is not None and info.kind != "conv":
             raise ValueError("activation_options.fallback applies to convrelu only")
@@ -242,10 +250,6 @@ def parse_config(data: dict | JobConfig) -> JobConfig:
 
 
 __all__ = [
-    "COMPILE_SETTINGS",
-    "INITS",
-    "TRAINABLE_MODES",
-    "GRANULARITIES",
     "ActivationOptions",
     "ConfigError",
     "DatasetConfig",

@@ -12,9 +12,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from converters.catalog import CATALOG
+from converters.catalog import ACTIVATIONS
+from converters.vocabulary import MODEL_SOURCES, TRAINABLE_MODES
 
-from .job_config import BUILTIN_DATASETS, MODEL_SOURCES, TRAINABLE_MODES, WEIGHTS, JobConfig
+from .contract import BUILTIN_DATASETS, DATASET_SCHEMES, DATASET_UPLOAD, PATH_SCHEMES, WEIGHTS_SOURCES
+from .job_config import JobConfig
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
@@ -23,12 +25,14 @@ def _closed_sets(components: dict) -> None:
     def prop(model: str, name: str) -> dict:
         return components[model]["properties"][name]
 
-    prop("JobConfig", "activation")["enum"] = list(CATALOG)
+    prop("JobConfig", "activation")["enum"] = list(ACTIVATIONS)
     prop("ModelConfig", "arch")["pattern"] = f"^({'|'.join(MODEL_SOURCES)}):.+$"
-    prop("ModelConfig", "weights")["enum"] = list(WEIGHTS)
+    prop("ModelConfig", "weights")["enum"] = list(WEIGHTS_SOURCES)
     prop("TrainConfig", "trainable")["enum"] = list(TRAINABLE_MODES)
+    named = "|".join(s for s in DATASET_SCHEMES if s in PATH_SCHEMES or s == "torchvision")
+    assert {"builtin", "synthetic"} | set(named.split("|")) == set(DATASET_SCHEMES), "a scheme has no pattern"
     prop("DatasetConfig", "uri")["pattern"] = (
-        f"^(upload|builtin:({'|'.join(BUILTIN_DATASETS)})|(imagefolder|archive|torchvision):.+|synthetic:[0-9]+x[0-9]+)$"
+        f"^({DATASET_UPLOAD}|builtin:({'|'.join(BUILTIN_DATASETS)})|({named}):.+|synthetic:[0-9]+x[0-9]+)$"
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 
+from .contract import TASK_NAME
 from .settings import Settings
 
 
@@ -48,7 +49,7 @@ class CeleryQueue(JobQueue):
             return self._app
 
     def send(self, job_id: str) -> None:
-        self.app.send_task(self.settings.task_name, args=[job_id], task_id=job_id, queue=self.settings.queue)
+        self.app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=self.settings.queue)
 
     def revoke(self, job_id: str) -> None:
         # Best effort: a revoked message is dropped by workers; the claim refuses cancelled jobs anyway.

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+from .contract import JOB_STATUSES, STAGES
+
+JobStatus = Literal[JOB_STATUSES]
 
 
 class JobError(BaseModel):
@@ -23,8 +25,7 @@ class Job(BaseModel):
     finished_at: str | None
     config: dict[str, Any]
     progress: dict[str, Any] | None = Field(
-        description="stage (loading, converting, baseline, training, exporting, verifying), epoch, "
-        "epochs, step, steps, fraction")
+        description=f"stage ({', '.join(STAGES)}), epoch, epochs, step, steps, fraction")
     metrics: dict[str, Any] | None
     error: JobError | None
     attempts: int

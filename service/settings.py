@@ -48,7 +48,6 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     # Redis redelivers an unacked task after this long: it must exceed the longest job.
     visibility_timeout_s: int = Field(default=12 * 3600, ge=1)
-    task_name: str = "reluswap.finetune"
     queue: str = "gpu"
 
     sse_poll_s: float = Field(default=0.5, gt=0)

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 
+from .contract import ENDED_STATUSES
 from .schemas import Event, Job
-from .store import ENDED, JobStore
+from .store import JobStore
 
 
 def _frame(event: str, data: dict, event_id: str | None = None) -> str:
@@ -48,7 +49,7 @@ async def job_stream(store: JobStore, job_id: str, owner: str, after: int | None
             last_write = time.monotonic()
         if more:
             continue
-        if job["status"] in ENDED:
+        if job["status"] in ENDED_STATUSES:
             yield _frame("end", {"status": job["status"]})
             return
         if time.monotonic() - last_write >= keepalive_s:

@@ -16,12 +16,10 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .contract import ACTIVE_STATUSES, ENDED_STATUSES, JOB_STATUSES
 from .db import init_db, make_engine
 from .tables import UTCDateTime, job_events, jobs
 
-STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-ACTIVE = ("running", "cancelling")
-ENDED = ("succeeded", "failed", "cancelled")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
@@ -190,7 +188,7 @@ class JobStore:
                 row = c.execute(select(jobs.c.status).where(mine)).first()
                 if row is None:
                     raise JobNotFound(job_id)
-                if row.status in ENDED:
+                if row.status in ENDED_STATUSES:
                     raise JobEnded(f"job {job_id} has already ended ({row.status})")
         return self.get_job(job_id, owner)
 
@@ -198,7 +196,7 @@ class JobStore:
         """Delete an ended job and its events (the caller deletes its files)."""
         with self.engine.begin() as c:
             gone = c.execute(delete(jobs).where(jobs.c.id == job_id, jobs.c.owner == owner,
-                                                jobs.c.status.in_(ENDED))).rowcount
+                                                jobs.c.status.in_(ENDED_STATUSES))).rowcount
             if not gone:
                 row = c.execute(select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.owner == owner)).first()
                 if row is None:
@@ -209,7 +207,7 @@ class JobStore:
     def count_by_status(self) -> dict[str, int]:
         with self.engine.connect() as c:
             rows = c.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
-        counts = dict.fromkeys(STATUSES, 0)
+        counts = dict.fromkeys(JOB_STATUSES, 0)
         counts.update({status: n for status, n in rows})
         return counts
 
@@ -239,7 +237,7 @@ class JobStore:
 
     def _stale(self, stale_after_s: float):
         cutoff = _ts(_now() - timedelta(seconds=stale_after_s))
-        return and_(jobs.c.status.in_(ACTIVE), or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < cutoff))
+        return and_(jobs.c.status.in_(ACTIVE_STATUSES), or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < cutoff))
 
     def claim(self, job_id: str, worker_id: str, stale_after_s: float) -> dict | None:
         """Take the job for this worker, atomically: a queued job, or a running/cancelling one whose
@@ -266,7 +264,7 @@ class JobStore:
         return _job(row)
 
     def _held(self, job_id: str, worker_id: str):
-        return and_(jobs.c.id == job_id, jobs.c.worker == worker_id, jobs.c.status.in_(ACTIVE))
+        return and_(jobs.c.id == job_id, jobs.c.worker == worker_id, jobs.c.status.in_(ACTIVE_STATUSES))
 
     def heartbeat(self, job_id: str, worker_id: str) -> bool:
         """False when this worker no longer holds the job (reclaimed, requeued, failed, deleted)."""
@@ -283,8 +281,8 @@ class JobStore:
     def finish(self, job_id: str, worker_id: str, status: str, metrics: dict | None = None,
                error: dict | None = None, artifacts: list | None = None) -> bool:
         """End a job this worker holds (succeeded, failed or cancelled); False when the claim is lost."""
-        if status not in ENDED:
-            raise ValueError(f"finish status must be one of {', '.join(ENDED)}; got {status!r}")
+        if status not in ENDED_STATUSES:
+            raise ValueError(f"finish status must be one of {', '.join(ENDED_STATUSES)}; got {status!r}")
         now = _now()
         values: dict[str, Any] = {"status": status, "finished_at": now, "heartbeat_at": now}
         for name, value in (("metrics", metrics), ("error", error), ("artifacts", artifacts)):
@@ -315,7 +313,7 @@ class JobStore:
         With stale_after_s, only if the heartbeat is still that old: a worker that came back or a
         new claimant keeps the job. The caller re-sends the task."""
         now = _now()
-        cond = self._stale(stale_after_s) if stale_after_s is not None else jobs.c.status.in_(ACTIVE)
+        cond = self._stale(stale_after_s) if stale_after_s is not None else jobs.c.status.in_(ACTIVE_STATUSES)
         with self.engine.begin() as c:
             if not c.execute(update(jobs).where(jobs.c.id == job_id, cond).values(
                     status=case((jobs.c.cancel_requested, "cancelled"), else_="queued"),
@@ -330,7 +328,7 @@ class JobStore:
     def fail(self, job_id: str, error: dict, stale_after_s: float | None = None) -> bool:
         """Mark a job that has not ended as failed (reaper: attempts exhausted; API: broker down)."""
         now = _now()
-        cond = self._stale(stale_after_s) if stale_after_s is not None else jobs.c.status.notin_(ENDED)
+        cond = self._stale(stale_after_s) if stale_after_s is not None else jobs.c.status.notin_(ENDED_STATUSES)
         with self.engine.begin() as c:
             if not c.execute(update(jobs).where(jobs.c.id == job_id, cond).values(
                     status="failed", error=error, finished_at=now, heartbeat_at=None)).rowcount:

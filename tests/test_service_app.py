@@ -68,7 +68,7 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     s = Settings()
     assert s.database_url == f"sqlite:///{tmp_path / 'reluswap.db'}" and s.storage_dir == tmp_path / "storage"
     assert s.allowed_data_roots == [Path("/data/a"), Path("/data/b")] and s.max_upload_bytes == 1000
-    assert s.task_name == "reluswap.finetune" and s.queue == "gpu"
+    assert s.queue == "gpu"
     keys = KeyRing(s)
     assert keys.owner("k1") == "alice" and keys.owner("k2") == "bob"  # pre-hashed keys work
     assert keys.owner("k3") is None and keys.owner(None) is None and keys.owner("") is None

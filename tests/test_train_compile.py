@@ -1,4 +1,4 @@
-"""train.compile: torch.compile of the training step (worker/train.py).
+"""train.compile: torch.compile of the training step (worker/compiling.py, worker/trainer.py).
 
 The config value is validated with a message naming the field; "auto" is eager on CPU; "on"
 compiles on CPU too (inductor needs a C++ compiler, which the dev machine has) and trains to the
@@ -17,11 +17,14 @@ from conversion_helpers import tiny_convnet
 
 from converters.conversion import convert
 from converters.training import trainable
+from service.job_config import ConfigError, DatasetConfig, TrainConfig, parse_config
 from worker.checkpoint import load_checkpoint
-from worker.config import ConfigError, DatasetConfig, TrainConfig, parse_config
+from worker.compiling import StepModel, resolve_compile
 from worker.data import load_data
+from worker.errors import CompileFailed
+from worker.precision import Precision
 from worker.progress import Reporter
-from worker.train import CompileFailed, Precision, StepModel, Trainer, resolve_compile
+from worker.trainer import Trainer
 
 CPU = Precision(torch.device("cpu"))
 BODY = {"model": {"arch": "torchvision:resnet18"}, "dataset": {"uri": "builtin:digits"}, "activation": "pvlu"}

@@ -1,4 +1,4 @@
-"""The job config: api.md's POST /finetune body, validated with messages that name the field."""
+"""The job config: docs/api.md's POST /finetune body, validated with messages that name the field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from worker.config import TRAINABLE_MODES, ConfigError, JobConfig, parse_config
+from converters.vocabulary import TRAINABLE_MODES
+from service.job_config import ConfigError, JobConfig, parse_config
 
 BODY = {
     "model": {"arch": "torchvision:resnet18", "num_classes": 10, "weights": "upload"},
@@ -17,7 +18,7 @@ BODY = {
     "strategy": "all",
     "train": {"trainable": "bn+act", "epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 0.001,
               "weight_decay": 0.0, "threshold_l2": 0.0001, "seed": 0, "max_steps": None, "amp": "auto"},
-    "export": {"onnx": True, "opset": 18, "weights": True},
+    "export": {"onnx": True, "opset": 18},
     "metadata": {"any": "strings"},
 }
 
@@ -54,7 +55,7 @@ def _with(path: str, value) -> dict:
 
 
 @pytest.mark.parametrize("path, value, expected", [
-    ("model.arch", "keras:resnet", "model.arch: must be '<source>:<name>' with source one of torchvision, timm"),
+    ("model.arch", "keras:resnet", "model.arch: model reference 'keras:resnet' must be '<source>:<name>' with source one of torchvision, timm"),
     ("model.weights", "pickle", "model.weights: must be one of none, default, upload"),
     ("model.num_classes", 1, "model.num_classes"),
     ("dataset.uri", "s3://bucket", "dataset.uri: must be one of builtin:digits"),
@@ -109,12 +110,23 @@ def test_every_problem_reported_at_once():
     assert "activation:" in message and "train.trainable:" in message
 
 
-def test_modes_match_the_library():
-    from converters.training import MODES
+def test_closed_sets_come_from_the_vocabulary():
+    """The schema's enums are the library's and the contract's sets, not copies."""
+    from converters.vocabulary import CONVRELU_IMPLS, FALLBACKS, GRANULARITIES, INITS
+    from service.contract import OPTIMIZERS, SCHEDULES
+    from service.job_config import ActivationOptions, TrainConfig
 
-    assert TRAINABLE_MODES == MODES
+    schema = JobConfig.model_json_schema()["$defs"]
+    options = schema["ActivationOptions"]["properties"]
+    assert tuple(options["init"]["enum"]) == INITS
+    assert tuple(options["convrelu_impl"]["enum"]) == CONVRELU_IMPLS
+    assert ActivationOptions.model_fields["fallback"].annotation.__args__[0].__args__ == FALLBACKS
+    assert ActivationOptions.model_fields["granularity"].annotation.__args__[0].__args__ == GRANULARITIES
+    assert TrainConfig.model_fields["optimizer"].annotation.__args__ == OPTIMIZERS
+    assert TrainConfig.model_fields["schedule"].annotation.__args__ == SCHEDULES
+    assert "train.trainable: must be one of " + ", ".join(TRAINABLE_MODES) in _error(_with("train.trainable", "x"))
 
 
 def test_config_module_does_not_import_torch():
-    code = "import sys, worker.config; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, service.job_config; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

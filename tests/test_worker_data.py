@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.config import DatasetConfig
+from service.job_config import DatasetConfig
 from worker.data import load_data, stratified_split
 from worker.errors import ArchiveError, InputError, NetworkUnavailableError
 

@@ -12,7 +12,7 @@ import torch
 from converters.conversion import convert
 from converters.models import build_model
 from converters.spec import ConversionMismatchError
-from worker.config import parse_config
+from service.job_config import parse_config
 from worker.errors import InputError, NetworkUnavailableError, WeightsMismatchError
 from worker.loading import build, load_conversion, read_state_dict, save_state_dict
 from worker.report import conversion_record, write_json

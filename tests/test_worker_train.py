@@ -8,13 +8,14 @@ from conversion_helpers import tiny_convnet
 
 from converters.conversion import convert
 from converters.training import trainable
+from service.job_config import DatasetConfig, TrainConfig
 from worker.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
-from worker.config import DatasetConfig, TrainConfig
 from worker.data import load_data
 from worker.errors import JobCancelled
 from worker.pipeline import compare_predictions
+from worker.precision import Precision
 from worker.progress import Reporter
-from worker.train import Precision, Trainer
+from worker.trainer import Trainer
 
 CPU = Precision(torch.device("cpu"))
 

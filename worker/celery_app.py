@@ -1,6 +1,6 @@
 """The Celery app of the GPU workers.
 
-Settings that held up in measurement (../shared/notes/service-infra.md): late acks and reject on
+Settings that held up in measurement (docs/design.md): late acks and reject on
 a lost worker (a killed pool child's job is redelivered), prefetch 1, one job per child process
 (fresh CUDA context, memory released when it exits), and a visibility timeout above the longest
 job so Redis does not hand a running job to a second worker. The job table, not the broker, owns
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from service.contract import TASK_NAME
 from service.settings import Settings
-
-TASK_NAME = "reluswap.finetune"
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
+from service.job_config import DatasetConfig, parse_synthetic
+
 from .archives import dataset_root, extract_archive, is_archive
-from .config import DatasetConfig, parse_synthetic
 from .errors import InputError, NetworkUnavailableError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,4 +1,4 @@
-"""Errors a job ends with. Each has a stable `code` (the job object's error.code in api.md)."""
+"""Errors a job ends with. Each has a stable `code` (the job object's error.code in docs/api.md)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ class ExportCheckError(JobError):
     """model.onnx or model.pt2 does not compute what the PyTorch model computes."""
 
     code = "export_check_failed"
+
+
+class TrainingDiverged(JobError):
+    """The training loss became non-finite."""
+
+    code = "training_diverged"
+
+
+class CompileFailed(JobError):
+    """torch.compile of the training step failed under train.compile "on"."""
+
+    code = "compile_failed"
 
 
 class JobCancelled(Exception):

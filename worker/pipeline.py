@@ -26,13 +26,17 @@ from pathlib import Path
 
 import torch
 
+from service.job_config import ConfigError, JobConfig, parse_config
+
 from .checkpoint import FILENAME as CHECKPOINT_FILE
 from .checkpoint import config_fingerprint, seed_everything
-from .config import ConfigError, JobConfig, parse_config
 from .data import DataBundle, load_data
 from .errors import ConversionCheckError, InputError, JobCancelled, JobError
+from .evaluation import evaluate
 from .exports import write_exports
+from .loaders import loader
 from .loading import CONVERSION_FILE, WEIGHTS_FILE, build, load_conversion, save_state_dict
+from .precision import Precision, pick_device
 from .progress import Reporter
 from .report import (
     FORMAT,
@@ -43,7 +47,7 @@ from .report import (
     versions,
     write_json,
 )
-from .train import Precision, Trainer, evaluate, loader, pick_device
+from .trainer import Trainer
 
 REPORT_FILE = "report.json"
 # A prediction may change at identity init only where the original's top two logits tie to within

@@ -7,13 +7,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from service.job_config import DatasetConfig, ModelConfig, TrainConfig
+
 from .checkpoint import seed_everything
-from .config import DatasetConfig, ModelConfig, TrainConfig
 from .data import load_data
 from .errors import InputError
+from .evaluation import evaluate
+from .loaders import loader
 from .loading import build, save_state_dict
+from .precision import Precision, pick_device
 from .progress import Reporter
-from .train import Precision, Trainer, evaluate, loader, pick_device
+from .trainer import Trainer
 
 
 def pretrain(

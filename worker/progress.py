@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .errors import JobCancelled
+from service.contract import STAGES
 
-STAGES = ("loading", "baseline", "converting", "training", "verifying", "exporting")
+from .errors import JobCancelled
 
 
 class Reporter:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+from service.contract import ENDED_STATUSES
 from service.settings import Settings
 from service.storage import LocalStorage
 from service.store import JobStore
@@ -104,7 +105,7 @@ def _claim(store: JobStore, job_id: str, worker: str, settings: Settings) -> dic
         if job is not None:
             return job
         current = store.get_job(job_id)
-        if current is None or current["status"] not in ("queued", "running", "cancelling"):
+        if current is None or current["status"] in ENDED_STATUSES:
             return None  # deleted, cancelled or ended: nothing to do
         if time.monotonic() > deadline:
             log.warning("job %s is held by a live worker (%s); not running it twice", job_id, current.get("worker"))

@@ -11,7 +11,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from converters.catalog import CATALOG, INITS, ActivationInfo, get_info
+from converters.catalog import CATALOG, ActivationInfo, get_info
+from converters.vocabulary import INITS, check_options
 
 
 class LearnableActivation(nn.Module):
@@ -39,10 +40,7 @@ class LearnableActivation(nn.Module):
             if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0:
                 raise ValueError(f"cap must be a positive number (e.g. 6.0 for ReLU6 sites), got {cap!r}")
             cap = float(cap)
-        unknown = sorted(set(options) - set(info.options))
-        if unknown:
-            accepted = ", ".join(info.options) or "none"
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} for {self.name}; accepted: {accepted}")
+        check_options(self.name, options, info.options)
         if granularity == "channel" and (
             isinstance(channels, bool) or not isinstance(channels, int) or channels < 1
         ):

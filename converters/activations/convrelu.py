@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from converters.catalog import get_info
+from converters.vocabulary import CONVRELU_IMPLS, check_choice
 
 from .convrelu_patches import convrelu_patches
 from .registry import register
@@ -122,7 +123,7 @@ _IMPL_FUNCTIONS = {
     "shifted": convrelu_shifted,
     "unfold": convrelu_unfold,  # the reference
 }
-IMPLS = tuple(_IMPL_FUNCTIONS)
+assert tuple(_IMPL_FUNCTIONS) == CONVRELU_IMPLS, "every impl name in the vocabulary has one function"
 _HAND_WRITTEN = ("auto", "fused", "patches")  # not traceable by torch.export with a symbolic batch
 DEFAULT_IMPL = "auto"
 
@@ -192,8 +193,7 @@ class ConvReLU2d(nn.Conv2d):
 
     @impl.setter
     def impl(self, value: str) -> None:
-        if value not in IMPLS:
-            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {value!r}")
+        check_choice("impl", value, CONVRELU_IMPLS)
         self._impl = value
         if value in ("auto", "fused") and torch.cuda.is_available():
             _fused_module()  # import now, not inside a torch.compile trace of forward

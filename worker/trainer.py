@@ -1,21 +1,15 @@
-"""The training loop and evaluation, shared by `finetune` (converted model) and `pretrain` (ReLU model).
+"""The training loop, shared by `finetune` (converted model) and `pretrain` (ReLU model).
 
 Deterministic on CPU for a fixed seed and thread count: the shuffling order of epoch e comes from a generator
 seeded with (seed, e), data loads in the main process, and the global RNG states (augmentation)
 travel in the checkpoint. A run resumed from the epoch-k checkpoint therefore replays epochs
 k+1.. exactly as an uninterrupted run would. On CUDA: mixed precision (bf16 where supported,
 else fp16 with a grad scaler) and channels_last, both switchable.
-
-train.compile ("auto" | "on" | "off", or a bool): torch.compile of the model's forward for the
-training step. "auto" compiles on CUDA and runs eager on CPU (compiling costs tens of seconds per
-model on CPU for little gain, and eager is easier to debug). The original module stays the one
-checkpointed and exported (no `_orig_mod.` prefix in state_dict keys) and the one evaluate() runs.
-If compiling fails, "auto" warns and goes on eagerly; "on" fails the job naming train.compile.
+The training step runs through compiling.StepModel (train.compile).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -25,195 +19,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from service.job_config import TrainConfig
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from .config import COMPILE_SETTINGS, TrainConfig
-from .errors import JobError
+from .compiling import StepModel, resolve_compile
+from .errors import TrainingDiverged
+from .evaluation import evaluate
+from .loaders import loader
+from .precision import Precision
 from .progress import Reporter
 
 MAX_STEP_RECORDS = 2000  # per-step losses kept in the report (subsampled beyond this)
-
-
-class TrainingDiverged(JobError):
-    code = "training_diverged"
-
-
-class CompileFailed(JobError):
-    code = "compile_failed"
-
-
-def resolve_compile(setting, device: torch.device) -> bool:
-    """train.compile -> whether to compile: on/True and off/False as said; auto: on CUDA only."""
-    if setting in ("on", True):
-        return True
-    if setting in ("off", False):
-        return False
-    if setting == "auto":
-        return device.type == "cuda"
-    raise ValueError(f"train.compile must be one of {', '.join(COMPILE_SETTINGS)} (or a bool); got {setting!r}")
-
-
-def _compile_errors() -> tuple[type[BaseException], ...]:
-    """What a failed compilation raises: dynamo's own errors (which wrap the backend's, e.g.
-    InductorError), and inductor's compiler errors, which a lazily compiled backward raises bare."""
-    import torch._dynamo.exc as dynamo_exc
-
-    errors: list[type[BaseException]] = [dynamo_exc.TorchDynamoException]
-    try:
-        import torch._inductor.exc as inductor_exc
-
-        errors += [inductor_exc.CppCompileError, inductor_exc.InvalidCxxCompiler, inductor_exc.OperatorIssue]
-    except ImportError:  # pragma: no cover - a torch without inductor
-        pass
-    return tuple(errors)
-
-
-class StepModel:
-    """The module the training step calls: `model` itself, or torch.compile(model) when `enabled`.
-
-    The compiled wrapper shares model's parameters and buffers; only `model` is ever checkpointed
-    or exported. Compilation is lazy (the first forward, and the first backward, compile), so a
-    failure shows in a step: `failed(err)` then switches to eager (with a warning, when not
-    `required`) or raises CompileFailed naming train.compile (when `required`: compile "on").
-    `info` is what the report records: {setting, enabled, used, fallback}.
-    """
-
-    def __init__(self, model: nn.Module, enabled: bool, required: bool = False, reporter: Reporter | None = None,
-                 setting: str | bool | None = None):
-        self.model, self.required, self.reporter = model, required, reporter
-        self.info = {"setting": setting if setting is not None else ("on" if enabled else "off"),
-                     "enabled": enabled, "used": False, "fallback": None}
-        self._compiled: nn.Module | None = None
-        self.proven = False  # a compiled step (forward and backward) has run
-        if enabled:
-            try:
-                self._compiled = torch.compile(model)
-            except Exception as err:  # e.g. a Python version dynamo does not support
-                self.failed(err)
-            else:
-                self.info["used"] = True
-
-    @property
-    def compiled(self) -> bool:
-        return self._compiled is not None
-
-    @property
-    def module(self) -> nn.Module:
-        return self._compiled if self._compiled is not None else self.model
-
-    def is_compile_error(self, err: BaseException) -> bool:
-        return self.compiled and isinstance(err, _compile_errors())
-
-    def failed(self, err: BaseException) -> None:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
-        why = f"{type(err).__name__}: {first_line}"
-        if self.required:
-            raise CompileFailed(f"torch.compile of the training step failed ({why}); set train.compile to "
-                                "'auto' or 'off' to train without compiling", "train.compile") from err
-        self._compiled = None
-        self.info.update(used=False, fallback=why)
-        if self.reporter is not None:
-            self.reporter.log(f"torch.compile of the training step failed, training eagerly instead ({why})",
-                              "warning")
-
-
-@dataclass
-class Precision:
-    device: torch.device
-    amp_dtype: torch.dtype | None = None  # None: full precision
-    channels_last: bool = False
-
-    @classmethod
-    def choose(cls, device: torch.device, amp, channels_last) -> Precision:
-        on_cuda = device.type == "cuda"
-        amp_on = on_cuda and amp in ("auto", "on", True)
-        dtype = None
-        if amp_on:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        cl = on_cuda and channels_last in ("auto", "on", True)
-        return cls(device, dtype, cl)
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def strict():
-        """Full fp32 (no autocast, no TF32) for measurements: ConvReLU's shifted convolutions and
-        a plain conv then agree to float rounding, so at-init predictions can be compared."""
-        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def describe(self) -> dict:
-        return {"device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype
-                else "off", "channels_last": self.channels_last}
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def loader(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool = False,
-           seed: int = 0, epoch: int = 0) -> DataLoader:
-    """Shuffled loaders draw their order from a generator seeded with (seed, epoch)."""
-    file_backed = not hasattr(dataset, "images")  # in-memory TensorImages need no workers
-    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" and file_backed else 0
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch) if shuffle else None
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-        drop_last=shuffle and len(dataset) > batch_size,  # no size-1 batch for BatchNorm
-        pin_memory=device.type == "cuda",
-    )
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    accuracy: float
-    samples: int
-    logits: torch.Tensor | None = None  # (N, classes) float32 on CPU, when asked for
-
-    def to_dict(self) -> dict:
-        return {"loss": self.loss, "accuracy": self.accuracy, "samples": self.samples}
-
-
-def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logits: bool = False,
-             reporter: Reporter | None = None) -> EvalResult:
-    """Loss and accuracy in strict fp32 (mixed precision is for training only), so the baseline,
-    at-init and final numbers are measured alike."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct, seen, kept = 0.0, 0, 0, []
-    try:
-        with torch.no_grad(), precision.strict():
-            for x, y in data:
-                if reporter is not None:
-                    reporter.check_cancel()
-                x, y = precision.inputs(x), y.to(precision.device)
-                out = model(x).float()
-                total_loss += float(F.cross_entropy(out, y, reduction="sum"))
-                correct += int((out.argmax(1) == y).sum())
-                seen += len(y)
-                if keep_logits:
-                    kept.append(out.cpu())
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ValueError("the validation split is empty")
-    return EvalResult(total_loss / seen, correct / seen, seen, torch.cat(kept) if keep_logits else None)
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,

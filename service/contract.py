@@ -1,0 +1,36 @@
+"""The job contract's closed sets: what the API, the worker and the CLI agree on, defined once.
+
+Torch-free: the API process imports it, and so do the worker and the CLI (by name). The job
+config's schema (service/job_config.py) derives its accepted values from here and from the
+library's vocabulary (converters/vocabulary.py).
+"""
+
+from __future__ import annotations
+
+# A job's life: queued -> running -> succeeded | failed | cancelled; a running job asked to stop is
+# `cancelling` until its worker notices.
+JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("running", "cancelling")  # a worker holds the job
+ENDED_STATUSES = ("succeeded", "failed", "cancelled")  # nothing will change any more
+NOT_ENDED_STATUSES = tuple(s for s in JOB_STATUSES if s not in ENDED_STATUSES)
+
+# The stages of a running job, in order (progress.stage in the job object and in events).
+STAGES = ("loading", "baseline", "converting", "training", "verifying", "exporting")
+
+# The Celery task the API sends by name, so it never imports the worker.
+TASK_NAME = "reluswap.finetune"
+
+# Dataset references `<scheme>:<rest>`; "upload" (no colon) means an archive handed to the job.
+DATASET_SCHEMES = ("builtin", "imagefolder", "archive", "torchvision", "synthetic")
+DATASET_UPLOAD = "upload"
+BUILTIN_DATASETS = ("digits",)
+# Schemes whose rest is a path on the server (confined to the allowed data roots).
+PATH_SCHEMES = ("imagefolder", "archive")
+
+# model.weights: random, the library's pretrained weights, or a file handed to the job.
+WEIGHTS_SOURCES = ("none", "default", "upload")
+
+# Three-way switches of the training config (amp, channels_last, compile); a bool is accepted too.
+SWITCH_SETTINGS = ("auto", "on", "off")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
