@@ -21,6 +21,8 @@ SEED_COLUMNS = ("seed", "status", "child_id", "final_accuracy", "test_accuracy",
                 "mcnemar_b", "mcnemar_c")
 CSV_COLUMNS = ("arm", "control", *CONFIG_COLUMNS, *SEED_COLUMNS, "verdict")
 
+FIG_WIDTH, LABEL_INCHES, LEGEND_INCHES = 11.0, 3.0, 1.7
+
 VERDICT_COLORS = {
     "better": "#2ca02c",
     "worse": "#d62728",
@@ -92,8 +94,12 @@ def write_png(leaderboard: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     arms = leaderboard["arms"]
-    fig = Figure(figsize=(9, 1.6 + 0.38 * max(len(arms), 1)), layout="constrained")
+    height = 1.6 + 0.38 * max(len(arms), 1)
+    fig = Figure(figsize=(FIG_WIDTH, height))
     FigureCanvasAgg(fig)
+    # Fixed margins (in inches) instead of a layout engine: cheaper, and room for long arm names.
+    fig.subplots_adjust(left=LABEL_INCHES / FIG_WIDTH, right=1 - LEGEND_INCHES / FIG_WIDTH,
+                        bottom=0.6 / height, top=1 - 0.45 / height)
     try:
         _draw(fig.add_subplot(), leaderboard)
         buf = io.BytesIO()
