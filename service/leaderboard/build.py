@@ -6,7 +6,25 @@ judged against the ReLU control with the exact McNemar test on the validation im
 seed (b and c summed over the seeds both ran), Holm-corrected over the non-control arms.
 
 build_leaderboard() returns a plain dict, ready for strict JSON (no NaN, no infinity, no per-image
-vectors: only their lengths and the McNemar counts they produce).
+vectors: only their lengths and the McNemar counts they produce):
+
+    format, alpha, confidence
+    original    {accuracy, test_accuracy, n_images}
+    control     the ReLU control arm's name
+    arms        ranked; each {name, control, config, rank, n_seeds, n_succeeded,
+                seeds: [{seed, status, child_id, final_accuracy, test_accuracy, peak_epoch,
+                         peak_val_accuracy, peak_test_accuracy, relative_error_decrease,
+                         diff_to_control, n_images, mcnemar_b, mcnemar_c, error}],
+                final_accuracy, relative_error_decrease, test_accuracy, peak_test_accuracy
+                    (each {n, mean, std, ci} over succeeded seeds; relative_error_decrease is None
+                     when the original makes no error),
+                vs_control {seeds, differences, n, mean, std, ci, t, p} (None for the control and
+                    failed arms),
+                mcnemar {seeds, b, c, p, p_holm} (None without paired per-image results),
+                verdict: better | worse | no_difference | failed | control}
+    ranking     [{rank, arm, kind: arm | relu_control | original, mean_final_accuracy, ci, verdict}]
+    winner      {arm, control, mean_final_accuracy, reason}
+    methods     one line per statistic, for readers of the JSON
 """
 
 from __future__ import annotations
@@ -149,7 +167,9 @@ def _succeeded(arm: Arm) -> dict[int, SeedResult]:
 def _arm_entry(arm: Arm, control: Arm, ctrl_ok: dict[int, SeedResult], original: Original) -> dict:
     ok = _succeeded(arm)
     paired = sorted(seed for seed in ok if seed in ctrl_ok)
-    counts = _mcnemar_per_seed(arm, ok, ctrl_ok, paired, original)
+    pairs = _correct_pairs(arm, ok, ctrl_ok, paired, original)
+    mcnemar = st.mcnemar_stratified(list(pairs.values())) if pairs else None
+    counts = dict(zip(pairs, map(tuple, mcnemar["per_seed"]), strict=True)) if mcnemar else {}
     seeds = [_seed_entry(s, ctrl_ok, counts, original, is_control=arm.control) for s in arm.seeds]
     entry = {
         "name": arm.name,
@@ -168,16 +188,9 @@ def _arm_entry(arm: Arm, control: Arm, ctrl_ok: dict[int, SeedResult], original:
         a = [ok[seed].final_accuracy for seed in paired]
         c = [ctrl_ok[seed].final_accuracy for seed in paired]
         entry["vs_control"] = {"seeds": paired, **st.paired_difference(a, c)}
-        if counts:
-            b_total = sum(b for b, _ in counts.values())
-            c_total = sum(c for _, c in counts.values())
-            entry["mcnemar"] = {
-                "seeds": sorted(counts),
-                "b": b_total,
-                "c": c_total,
-                "p": st.mcnemar_exact(b_total, c_total),
-                "p_holm": None,
-            }
+        if mcnemar:
+            entry["mcnemar"] = {"seeds": list(pairs), "b": mcnemar["b"], "c": mcnemar["c"],
+                                "p": mcnemar["p"], "p_holm": None}
     return entry
 
 
@@ -195,9 +208,10 @@ def _summaries(ok: list[SeedResult], original: Original) -> dict:
     }
 
 
-def _mcnemar_per_seed(arm: Arm, ok: dict[int, SeedResult], ctrl_ok: dict[int, SeedResult],
-                      paired: list[int], original: Original) -> dict[int, tuple[int, int]]:
-    """{seed: (b, c)} for the paired seeds where both runs recorded per-image correctness.
+def _correct_pairs(arm: Arm, ok: dict[int, SeedResult], ctrl_ok: dict[int, SeedResult],
+                   paired: list[int], original: Original) -> dict[int, tuple[Sequence[bool], Sequence[bool]]]:
+    """{seed: (arm's correct, control's correct)} for the paired seeds where both runs recorded
+    per-image correctness; unequal lengths raise ValueError naming the arm and the seed.
 
     Every `correct` vector is also checked against the original's length, so a child that evaluated
     different images is caught even when it has no partner.
@@ -211,7 +225,7 @@ def _mcnemar_per_seed(arm: Arm, ok: dict[int, SeedResult], ctrl_ok: dict[int, Se
             )
     if arm.control:
         return {}
-    counts = {}
+    pairs = {}
     for seed in paired:
         mine, theirs = ok[seed].correct, ctrl_ok[seed].correct
         if mine is None or theirs is None:
@@ -221,8 +235,8 @@ def _mcnemar_per_seed(arm: Arm, ok: dict[int, SeedResult], ctrl_ok: dict[int, Se
                 f"arm {arm.name!r} seed {seed}: {len(mine)} per-image results, "
                 f"the control has {len(theirs)}"
             )
-        counts[seed] = st.mcnemar_counts(mine, theirs)
-    return counts
+        pairs[seed] = (mine, theirs)
+    return pairs
 
 
 def _seed_entry(s: SeedResult, ctrl_ok: dict[int, SeedResult], counts: dict[int, tuple[int, int]],
