@@ -40,6 +40,9 @@ import torch
 from _bench_common import environment, now, stamp, sync, write_result
 from torch.utils.data import TensorDataset
 
+from converters.vocabulary import TRAINABLE_MODES
+from service.contract import SWITCH_SETTINGS
+
 VARIANTS = {  # name -> (activation, strategy); None: the unconverted model
     "original": None,
     "relu": ("relu", "all"),
@@ -187,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="untimed steps first (the first compiles); default 3 on CPU, "
                         "10 on CUDA")
     parser.add_argument("--rounds", type=int, help="timing rounds over all variants (default 2; 1 with --quick)")
-    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--compile", choices=SWITCH_SETTINGS, default="auto",
                         help="train.compile: auto (on CUDA, eager on CPU), on, off")
-    parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--amp", choices=SWITCH_SETTINGS, default="auto",
                         help="train.amp: mixed precision on CUDA (bf16 where supported, else fp16)")
-    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="train.channels_last")
-    parser.add_argument("--trainable", choices=("bn+act", "act", "all"), default="bn+act")
+    parser.add_argument("--channels-last", choices=SWITCH_SETTINGS, default="auto", help="train.channels_last")
+    parser.add_argument("--trainable", choices=TRAINABLE_MODES, default="bn+act")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated, from " + ", ".join(VARIANTS) + " (original, the baseline, always runs)")
     parser.add_argument("--convrelu-impl", help="ConvReLU2d impl (default: convert's)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DATASET_SCHEMES = ("builtin", "imagefolder", "archive", "torchvision", "synthetic")
+from service.contract import DATASET_SCHEMES, OPTIMIZERS, SCHEDULES, SWITCH_SETTINGS
 
 
 def add_model_data(p) -> None:
@@ -26,13 +26,13 @@ def add_training(p) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=("adam", "sgd"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=("cosine", "constant"))
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--seed", type=int)
-    p.add_argument("--amp", choices=("auto", "on", "off"), help="mixed precision on CUDA (default auto)")
-    p.add_argument("--compile", choices=("auto", "on", "off"),
+    p.add_argument("--amp", choices=SWITCH_SETTINGS, help="mixed precision on CUDA (default auto)")
+    p.add_argument("--compile", choices=SWITCH_SETTINGS,
                    help="torch.compile of the training step: auto (default: on CUDA, eager on CPU), on (fail if "
                    "it cannot compile), off")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")

@@ -29,7 +29,7 @@ def _pretrained(directory: Path) -> Path:
     if weights.exists():
         print(f"[demo] using cached pretrained weights {weights}")
         return weights
-    from worker.config import parse_config
+    from service.job_config import parse_config
     from worker.pretrain import pretrain
 
     print("[demo] pretraining a ReLU resnet18 on builtin:digits (the stand-in for your pretrained model) ...")
@@ -69,7 +69,7 @@ def _run_onnx(model_path: Path) -> tuple[int, int]:
     import numpy as np
     import onnxruntime as ort
 
-    from worker.config import DatasetConfig
+    from service.job_config import DatasetConfig
     from worker.data import load_data
 
     data = load_data(DatasetConfig(uri="builtin:digits", image_size=IMAGE_SIZE), model_path.parent / "work")

@@ -8,6 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from converters.catalog import ACTIVATIONS
+from converters.vocabulary import FALLBACKS, GRANULARITIES, INITS, TRAINABLE_MODES
+
 from ._jobargs import add_model_data, add_training, model_data_config, overlay, training_config
 from ._progress import CancelOnInterrupt, ProgressView
 
@@ -16,14 +19,15 @@ def add(sub) -> None:
     p = sub.add_parser("finetune", help="convert a model's ReLUs and fine-tune the new activations")
     p.add_argument("--config", help="a job config as JSON (the POST /finetune body); flags override it")
     add_model_data(p)
-    p.add_argument("--activation", help="a catalogue name (see `reluswap activations`)")
+    p.add_argument("--activation", choices=ACTIVATIONS, metavar="ACTIVATION",
+                   help=f"a catalogue name: {', '.join(ACTIVATIONS)} (see `reluswap activations`)")
     p.add_argument("--strategy", help="which sites to replace (default all; see `reluswap sites`)")
-    p.add_argument("--init", choices=("identity", "paper"))
-    p.add_argument("--granularity", choices=("channel", "layer"))
-    p.add_argument("--fallback", choices=("skip", "adarelu"), help="convrelu: sites no Conv2d consumes")
+    p.add_argument("--init", choices=INITS)
+    p.add_argument("--granularity", choices=GRANULARITIES)
+    p.add_argument("--fallback", choices=FALLBACKS, help="convrelu: sites no Conv2d consumes")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="an activation option, e.g. negative_slope=0.1 (repeatable)")
-    p.add_argument("--trainable", choices=("bn+act", "act", "all"))
+    p.add_argument("--trainable", choices=TRAINABLE_MODES)
     add_training(p)
     p.add_argument("--threshold-l2", type=float, help="L2 on ConvReLU thresholds")
     p.add_argument("--out", required=True, help="output directory (weights.safetensors, conversion.json, "
@@ -85,13 +89,13 @@ def summary(result) -> Table:
 
 
 def run(args) -> int:
-    from worker.config import parse_config
+    from service.job_config import parse_config
     from worker.pipeline import run_job
 
     config, files = build_config(args)
-    parse_config(config)  # fail before anything loads, naming the field
+    job_config = parse_config(config)  # once: fail before anything loads, naming the field
     with CancelOnInterrupt() as cancel, ProgressView("finetune", enabled=not args.quiet) as view:
-        result = run_job(config, args.out, files=files, progress=view.on_event, should_cancel=cancel,
+        result = run_job(job_config, args.out, files=files, progress=view.on_event, should_cancel=cancel,
                          resume=not args.no_resume, device=args.device, keep_checkpoints=args.keep_checkpoints)
     if args.json:
         print(json.dumps({"status": result.status, "metrics": result.metrics, "error": result.error,

@@ -20,7 +20,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from worker.config import DatasetConfig, ModelConfig, TrainConfig, parse_config
+    from service.job_config import DatasetConfig, ModelConfig, TrainConfig, parse_config
     from worker.pretrain import pretrain
 
     files: dict = {}
