@@ -23,8 +23,8 @@ from converters.vocabulary import (
     INITS,
     TRAINABLE_MODES,
     accepted,
-    not_one_of,
     check_options,
+    not_one_of,
 )
 
 from .contract import (

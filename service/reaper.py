@@ -9,8 +9,8 @@ job id); the next worker's claim resumes it from its checkpoint.
 from __future__ import annotations
 
 import logging
-import threading
 
+from .periodic import Periodic
 from .queue import JobQueue
 from .settings import Settings
 from .store import JobStore
@@ -43,21 +43,10 @@ def sweep(store: JobStore, queue: JobQueue, settings: Settings) -> list[tuple[st
     return actions
 
 
-class Reaper(threading.Thread):
+class Reaper(Periodic):
     """Runs sweep() every interval seconds until stopped."""
 
     def __init__(self, store: JobStore, queue: JobQueue, settings: Settings, interval: float | None = None):
-        super().__init__(daemon=True, name="reluswap-reaper")
+        interval = interval if interval is not None else max(0.5, settings.heartbeat_timeout_s / 2)
+        super().__init__("reluswap-reaper", interval, lambda: sweep(store, queue, settings))
         self.store, self.queue, self.settings = store, queue, settings
-        self.interval = interval if interval is not None else max(0.5, settings.heartbeat_timeout_s / 2)
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                sweep(self.store, self.queue, self.settings)
-            except Exception:  # the database or broker is down for a moment: next pass
-                log.exception("reaper sweep failed")
-
-    def stop(self) -> None:
-        self._stop.set()

@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
+from .paths import resolve_inside
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 class StorageError(ValueError):
     """A name that would leave the storage root, or is not a plain file name."""
@@ -63,8 +65,8 @@ class LocalStorage(Storage):
         self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
 
     def _inside(self, path: Path) -> Path:
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.root):
+        resolved = resolve_inside(path, [self.root])
+        if resolved is None:
             raise StorageError(f"path escapes the storage root: {path}")
         return resolved
 
@@ -126,7 +128,7 @@ class LocalStorage(Storage):
         out = []
         for p in sorted(d.iterdir()):
             # Skip anything a worker should not have left there (odd names, links leaving the root).
-            if p.is_file() and _SAFE_ID.match(p.name) and p.resolve().is_relative_to(self.root):
+            if p.is_file() and _SAFE_ID.match(p.name) and resolve_inside(p, [self.root]) is not None:
                 out.append({"name": p.name, "size": p.stat().st_size, "sha256": self._sha256(p),
                             "content_type": content_type(p.name)})
         return out

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from .errors import ApiError
 from .job_config import ConfigError, JobConfig, parse_config
+from .paths import is_inside
 from .settings import Settings
 
 
@@ -45,8 +46,6 @@ def check_config(data: Any) -> JobConfig:
         raise ApiError(422, message, "invalid_config", param) from None
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or path.is_relative_to(root)
 
 
 def check_data_roots(cfg: JobConfig, settings: Settings) -> None:
@@ -59,7 +58,7 @@ def check_data_roots(cfg: JobConfig, settings: Settings) -> None:
         raise ApiError(422, f"dataset.uri: {scheme}: needs an absolute path under an allowed data root: "
                             f"{where}", "invalid_config", "dataset.uri")
     real = Path(os.path.realpath(rest))  # resolves .. and symlinks before the check
-    if not any(_inside(real, r) for r in roots):
+    if not any(is_inside(real, r) for r in roots):
         raise ApiError(422, f"dataset.uri: {rest!r} is not under an allowed data root; allowed: {where}",
                        "invalid_config", "dataset.uri")
 

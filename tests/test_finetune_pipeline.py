@@ -16,8 +16,8 @@ import torch
 from pipeline_fixtures import DEVICE, IMAGE_SIZE, job_config, pretrained_digits, write_config  # noqa: F401
 
 import worker.pipeline as pipeline
+from converters.saved import load_conversion
 from reluswap.cli import main
-from worker.loading import load_conversion
 from worker.pipeline import run_job
 
 API_METRICS = ("baseline_accuracy", "converted_accuracy_at_init", "final_accuracy", "relative_error_decrease",

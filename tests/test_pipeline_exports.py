@@ -12,8 +12,8 @@ import pytest
 import torch
 from pipeline_fixtures import job_config, pretrained_digits  # noqa: F401
 
+from converters.saved import load_conversion
 from worker import exports
-from worker.loading import load_conversion
 from worker.pipeline import run_job
 
 

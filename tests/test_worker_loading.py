@@ -11,11 +11,10 @@ import torch
 
 from converters.conversion import convert
 from converters.models import build_model
+from converters.saved import load_conversion, save_conversion, save_state_dict
 from converters.spec import ConversionMismatchError
-from service.job_config import parse_config
 from worker.errors import InputError, NetworkUnavailableError, WeightsMismatchError
-from worker.loading import build, load_conversion, read_state_dict, save_state_dict
-from worker.report import conversion_record, write_json
+from worker.loading import build, read_state_dict
 
 ARCH = "torchvision:resnet18"
 
@@ -108,13 +107,8 @@ def _converted_dir(tmp_path, resnet, activation="pvlu"):
         for name, p in conversion.model.named_parameters():
             if any(name in s.parameters for s in conversion.replaced):
                 p.add_(torch.randn_like(p) * 0.1)
-    cfg = parse_config({"model": {"arch": ARCH, "num_classes": 10}, "dataset": {"uri": "builtin:digits"},
-                        "activation": activation})
     out = tmp_path / "conv"
-    out.mkdir()
-    save_state_dict(conversion.model, out / "weights.safetensors")
-    write_json(out / "conversion.json", conversion_record(cfg, conversion, 10, [str(i) for i in range(10)], 32,
-                                                          [0.5] * 3, [0.5] * 3))
+    save_conversion(out, conversion, arch=ARCH, num_classes=10, example_input_shape=[1, 3, 32, 32])
     return out, conversion.model.eval(), example
 
 

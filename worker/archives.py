@@ -20,6 +20,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from service.paths import is_inside
+
 from .errors import ArchiveError
 
 MAX_BYTES = 2 * 1024**3  # 2 GiB uncompressed
@@ -62,7 +64,7 @@ class _Writer:
     def target(self, rel: PurePosixPath) -> Path:
         path = self.dest.joinpath(*rel.parts)
         # Belt and braces: nothing we create is a link, but the destination might hold one.
-        if not _inside(path.parent.resolve(), self.dest):
+        if not is_inside(path.parent.resolve(), self.dest):
             raise ArchiveError(f"archive member {str(rel)!r} would be written outside the destination")
         return path
 
@@ -97,12 +99,6 @@ class _Writer:
             self.target(rel).mkdir(parents=True, exist_ok=True)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 def _link_target(link: PurePosixPath, target: str, name: str, hard: bool) -> PurePosixPath:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from service.job_config import DatasetConfig, parse_synthetic
+from service.paths import resolve_inside
 
 from .archives import dataset_root, extract_archive, is_archive
 from .errors import InputError, NetworkUnavailableError
@@ -294,17 +295,6 @@ def _torchvision(cfg: DatasetConfig, name: str, size: int | None, download: bool
 # ---------------------------------------------------------------- entry point
 
 
-def _inside_any(path: Path, roots) -> bool:
-    resolved = path.resolve()
-    for root in roots:
-        try:
-            resolved.relative_to(Path(root).resolve())
-            return True
-        except ValueError:
-            continue
-    return False
-
-
 def load_data(
     cfg: DatasetConfig,
     work_dir: str | os.PathLike,
@@ -331,7 +321,7 @@ def load_data(
             raise InputError("dataset.uri is 'upload' but no dataset file was handed to the job", "dataset.uri")
         return _from_archive(cfg, Path(archive), Path(work_dir), size, archive_limits)
     path = Path(rest).expanduser()
-    if allowed_roots is not None and not _inside_any(path, allowed_roots):
+    if allowed_roots is not None and resolve_inside(path, allowed_roots) is None:
         raise InputError(f"{path} is not under an allowed data root", "dataset.uri")
     if scheme == "archive" or (scheme == "imagefolder" and path.is_file() and is_archive(path)):
         if not path.is_file():

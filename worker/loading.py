@@ -1,4 +1,4 @@
-"""Models and weights: build an architecture, load a state_dict file safely, load a converted model back.
+"""Models and weights: build an architecture and load a state_dict file into it, safely.
 
 Uploads are never unpickled: .safetensors through safetensors, .pt/.pth through
 torch.load(weights_only=True). A state_dict that does not fit names the keys and shapes that differ.
@@ -6,7 +6,6 @@ torch.load(weights_only=True). A state_dict that does not fit names the keys and
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from torch import nn
 from .errors import InputError, NetworkUnavailableError, WeightsMismatchError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-CONVERSION_FILE = "conversion.json"
-WEIGHTS_FILE = "weights.safetensors"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _SHOWN = 10
 
@@ -118,43 +115,3 @@ def load_weights_into(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> 
         raise WeightsMismatchError(
             f"the weights do not fit {type(model).__name__}: " + "; ".join(problems), "model.weights")
     model.load_state_dict(state_dict, strict=True)
-
-
-def save_state_dict(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Save as .safetensors (contiguous clones: no shared storage) or, for .pt/.pth, torch.save."""
-    path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix in (".pt", ".pth"):
-        torch.save(state, tmp)
-    else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_conversion(directory: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a converted model from conversion.json + weights.safetensors (strict load).
-
-    Returns (model, record): the fx GraphModule in eval mode and the parsed conversion.json.
-    """
-    from safetensors.torch import load_file
-
-    from converters.conversion import convert_from_spec
-    from converters.models import build_model
-    from converters.spec import load_converted_state_dict
-
-    directory = Path(directory)
-    record_path, weights_path = directory / CONVERSION_FILE, directory / WEIGHTS_FILE
-    for p in (record_path, weights_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p.name} not found in {directory}: not a converted model directory")
-    record = json.loads(record_path.read_text())
-    model = build_model(record["arch"], num_classes=record["num_classes"], pretrained=False).eval()
-    example = torch.zeros(record["example_input_shape"])
-    conversion = convert_from_spec(model, record["spec"], example)
-    converted = conversion.model
-    load_converted_state_dict(converted, load_file(str(weights_path), device="cpu"), strict=True)
-    return converted.to(device).eval(), record

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from converters.saved import CONVERSION_FILE, WEIGHTS_FILE, load_conversion, save_conversion
 from service.job_config import ConfigError, JobConfig, parse_config
 
 from .checkpoint import FILENAME as CHECKPOINT_FILE
@@ -35,12 +36,12 @@ from .errors import ConversionCheckError, InputError, JobCancelled, JobError
 from .evaluation import evaluate
 from .exports import write_exports
 from .loaders import loader
-from .loading import CONVERSION_FILE, WEIGHTS_FILE, build, load_conversion, save_state_dict
+from .loading import build
 from .precision import Precision, pick_device
 from .progress import Reporter
 from .report import (
     FORMAT,
-    conversion_record,
+    conversion_context,
     environment,
     parameter_stats,
     relative_error_decrease,
@@ -109,6 +110,10 @@ class _Job:
             "versions": versions(),
         }
         self.artifacts: list[str] = []
+        # Filled as the stages run; _finish reports whatever was reached.
+        self.num_classes: int | None = None
+        self.conversion = None
+        self.trainer: Trainer | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -179,10 +184,9 @@ class _Job:
                               self.checkpoint_dir / CHECKPOINT_FILE, config_fingerprint(cfg.checkpoint_key()))
             self.reporter.emit({"type": "progress", "stage": "training", "epoch": trainer.epoch,
                                 "epochs": trainer.epochs, "step": 0, "steps": trainer.total_steps, "fraction": 0.0})
-            self._trainer = trainer
-            history = trainer.fit(resume=resume)
-            self.report["training"] = {"epochs_planned": trainer.epochs, "steps_planned": trainer.total_steps,
-                                       "steps_per_epoch": trainer.steps_per_epoch, **history.to_dict()}
+            self.trainer = trainer
+            trainer.fit(resume=resume)
+            self.report["training"] = self._training_record()
 
         with self._timed("verifying"):
             final = evaluate(converted, val_loader, self.precision, keep_logits=False, reporter=self.reporter)
@@ -241,7 +245,7 @@ class _Job:
         self.report["added_parameters"] = conversion.added_parameters()
         if cfg.activation == "convrelu":
             self.report["convrelu_impl"] = self._convrelu_impl(opts.convrelu_impl)
-        self._conversion = conversion
+        self.conversion = conversion
         if not conversion.replaced:
             reasons = sorted({s.skip_reason for s in conversion.sites if s.selected and s.skip_reason})
             raise InputError(
@@ -279,11 +283,10 @@ class _Job:
 
     def _export(self, converted, conversion, data: DataBundle, val_loader) -> None:
         cfg = self.cfg
-        record = conversion_record(cfg, conversion, self.num_classes, data.classes, data.image_size, data.mean,
-                                   data.std)
-        save_state_dict(converted, self.out_dir / WEIGHTS_FILE, metadata={"format": "reluswap", "arch": cfg.model.arch})
-        write_json(self.out_dir / CONVERSION_FILE, record)
-        self.artifacts += [WEIGHTS_FILE, CONVERSION_FILE]
+        self.artifacts += save_conversion(
+            self.out_dir, conversion, converted, arch=cfg.model.arch, num_classes=self.num_classes,
+            example_input_shape=[1, 3, data.image_size, data.image_size],
+            extra=conversion_context(cfg, data.classes, data.image_size, data.mean, data.std))
         # The saved artifacts must give back the model in memory.
         rebuilt, _ = load_conversion(self.out_dir, device=self.device)
         x, _ = next(iter(val_loader))
@@ -307,13 +310,16 @@ class _Job:
         if "onnx" in exports:
             self.metrics["onnx_max_abs_diff"] = exports["onnx"]["max_abs_diff"]
 
+    def _training_record(self) -> dict:
+        trainer = self.trainer
+        return {"epochs_planned": trainer.epochs, "steps_planned": trainer.total_steps,
+                "steps_per_epoch": trainer.steps_per_epoch, **trainer.history.to_dict()}
+
     def _finish(self, status: str, error: dict | None = None) -> JobResult:
         self.report["status"] = status
         self.report["error"] = error
-        trainer = getattr(self, "_trainer", None)
-        if trainer is not None and "training" not in self.report:
-            self.report["training"] = {"epochs_planned": trainer.epochs, "steps_planned": trainer.total_steps,
-                                       "steps_per_epoch": trainer.steps_per_epoch, **trainer.history.to_dict()}
+        if self.trainer is not None and "training" not in self.report:
+            self.report["training"] = self._training_record()
         write_json(self.out_dir / REPORT_FILE, self.report)
         artifacts = [*self.artifacts, REPORT_FILE]
         return JobResult(status, dict(self.metrics), self.out_dir, artifacts, error, self.report)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from converters.saved import save_state_dict
 from service.job_config import DatasetConfig, ModelConfig, TrainConfig
 
 from .checkpoint import seed_everything
@@ -14,7 +15,7 @@ from .data import load_data
 from .errors import InputError
 from .evaluation import evaluate
 from .loaders import loader
-from .loading import build, save_state_dict
+from .loading import build
 from .precision import Precision, pick_device
 from .progress import Reporter
 from .trainer import Trainer

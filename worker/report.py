@@ -62,23 +62,12 @@ def relative_error_decrease(acc_before: float | None, acc_after: float | None) -
     return None if e_before <= 0 else (e_before - e_after) / e_before
 
 
-def conversion_record(cfg, conversion, num_classes: int, classes: list[str], image_size: int,
-                      mean: list[float], std: list[float]) -> dict:
-    """conversion.json: all it takes to rebuild the converted model from its architecture."""
+def conversion_context(cfg, classes: list[str], image_size: int, mean: list[float], std: list[float]) -> dict:
+    """What a job adds to the library's conversion.json: its options, the input it was trained on."""
     return {
-        "format": FORMAT,
-        "arch": cfg.model.arch,
-        "num_classes": num_classes,
-        "activation": cfg.activation,
         "activation_options": cfg.activation_options.model_dump(mode="json"),
         "strategy": cfg.strategy,
-        "spec": conversion.spec.to_dict(),
-        "sites": [s.to_dict() for s in conversion.sites],
-        "sites_total": len(conversion.sites),
-        "sites_replaced": len(conversion.replaced),
-        "added_parameters": conversion.added_parameters(),
         "image_size": image_size,
-        "example_input_shape": [1, 3, image_size, image_size],
         "input": {"channels": 3, "mean": mean, "std": std, "classes": classes},
         "versions": versions(),
     }

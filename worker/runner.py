@@ -16,6 +16,7 @@ import time
 import uuid
 
 from service.contract import ENDED_STATUSES
+from service.periodic import Periodic
 from service.settings import Settings
 from service.storage import LocalStorage
 from service.store import JobStore
@@ -30,26 +31,19 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class _Heartbeat(threading.Thread):
+class _Heartbeat(Periodic):
     """Keeps the claim alive; notices when it was lost (requeued by the reaper, deleted)."""
 
     def __init__(self, store: JobStore, job_id: str, worker: str, interval: float):
-        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.store, self.job_id, self.worker, self.interval = store, job_id, worker, interval
+        super().__init__(f"heartbeat-{job_id}", interval, self._beat)
+        self.store, self.job_id, self.worker = store, job_id, worker
         self.lost = threading.Event()
-        self._stop = threading.Event()
 
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if not self.store.heartbeat(self.job_id, self.worker):
-                    self.lost.set()
-                    return
-            except Exception:  # a database hiccup: try again next beat
-                log.exception("heartbeat failed for %s", self.job_id)
-
-    def stop(self) -> None:
-        self._stop.set()
+    def _beat(self) -> bool:
+        if not self.store.heartbeat(self.job_id, self.worker):
+            self.lost.set()
+            return False  # the claim is gone: stop beating
+        return True
 
 
 class _Reporter:

@@ -17,14 +17,11 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from converters.catalog import get_info
+from converters.geometry import conv_out_size
 from converters.vocabulary import CONVRELU_IMPLS, check_choice
 
 from .convrelu_patches import convrelu_patches
 from .registry import register
-
-
-def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def convrelu_unfold(x, weight, bias, theta, stride, padding, dilation, groups) -> Tensor:
@@ -32,7 +29,7 @@ def convrelu_unfold(x, weight, bias, theta, stride, padding, dilation, groups) -
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     n, c, h, w = x.shape
     d, cg, kh, kw = weight.shape
-    ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+    ho, wo = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     # Rows of unfold are ordered (c, ky, kx), the order of theta.reshape(-1).
     cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
     cols = torch.maximum(cols, theta.reshape(1, c * kh * kw, 1))
@@ -49,7 +46,7 @@ def convrelu_shifted(x, weight, bias, theta, stride, padding, dilation, groups) 
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     _, c, h, w = x.shape
     _, _, kh, kw = weight.shape
-    ho, wo = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
+    ho, wo = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x  # zeros: thresholded below like x
     out = None
     for ky in range(kh):

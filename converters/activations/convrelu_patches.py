@@ -40,6 +40,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+from converters.geometry import conv_out_size
+
 # Target size of one chunk's patch buffer per thread (torch.get_num_threads(), at most 8 counted):
 # small enough to stay in cache and below glibc's mmap threshold; a chunk has at least MIN_POSITIONS
 # output positions (GEMM columns) per thread all the same. Each elementwise op on a chunk is split
@@ -47,10 +49,6 @@ from torch.nn.modules.utils import _pair
 CHUNK_BYTES = 2 << 20
 MIN_POSITIONS = 512
 LAYOUT = "auto"  # "auto", "nchw" or "nhwc" (nhwc needs groups == 1; else nchw is used)
-
-
-def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -68,8 +66,8 @@ class _Geometry:
             raise ValueError(
                 f"convrelu_patches: input has {self.c} channels, weight {tuple(weight.shape)}, groups {groups}"
             )
-        self.ho = _out_size(self.h, self.kh, self.sh, self.ph, self.dh)
-        self.wo = _out_size(self.w, self.kw, self.sw, self.pw, self.dw)
+        self.ho = conv_out_size(self.h, self.kh, self.sh, self.ph, self.dh)
+        self.wo = conv_out_size(self.w, self.kw, self.sw, self.pw, self.dw)
         if self.ho <= 0 or self.wo <= 0:
             raise ValueError(f"convrelu_patches: input {tuple(x.shape)} is smaller than the dilated kernel")
         self.kk = self.kh * self.kw

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .functions import DOMAIN, VERSION, function_proto
-from .pt2 import at_least_two
+from .pt2 import export_inputs
 
 TWO_GB = 2 * 1024**3
 
@@ -61,15 +61,9 @@ def to_onnx(
     inline_functions: bool = False,
 ) -> onnx.ModelProto:
     """Export in eval mode with torch.onnx.export(dynamo=True); returns the ModelProto."""
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
+    example_inputs, dynamic_shapes = export_inputs(example_inputs, dynamic_batch)
     was_training = model.training
     model.eval()
-    dynamic_shapes = None
-    if dynamic_batch:
-        example_inputs = at_least_two(example_inputs)
-        batch = torch.export.Dim("batch", min=1)
-        dynamic_shapes = tuple({0: batch} for _ in example_inputs)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

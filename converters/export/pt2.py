@@ -19,19 +19,23 @@ def at_least_two(example_inputs: tuple) -> tuple:
     return tuple(x if x.shape[0] > 1 else torch.cat([x, x]) for x in example_inputs)
 
 
+def export_inputs(example_inputs: tuple | torch.Tensor, dynamic_batch: bool) -> tuple[tuple, tuple | None]:
+    """(inputs, dynamic_shapes) for torch.export: with dynamic_batch, dim 0 of every input is symbolic."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not dynamic_batch:
+        return example_inputs, None
+    batch = torch.export.Dim("batch", min=1)
+    return at_least_two(example_inputs), tuple({0: batch} for _ in example_inputs)
+
+
 def export_pt2(
     model: nn.Module,
     example_inputs: tuple | torch.Tensor,
     path: str | os.PathLike,
     dynamic_batch: bool = True,
 ) -> Path:
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    dynamic_shapes = None
-    if dynamic_batch:
-        example_inputs = at_least_two(example_inputs)
-        batch = torch.export.Dim("batch", min=1)
-        dynamic_shapes = tuple({0: batch} for _ in example_inputs)
+    example_inputs, dynamic_shapes = export_inputs(example_inputs, dynamic_batch)
     was_training = model.training
     model.eval()
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from converters.geometry import conv_out_size
+
 from .functions import DOMAIN, VERSION
 
 
@@ -25,8 +27,7 @@ def activation_node(module, x: torch.Tensor) -> torch.Tensor:
 def convrelu_node(module, x: torch.Tensor) -> torch.Tensor:
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = module.kernel_size, module.stride, module.padding, module.dilation
     n, _, h, w = x.shape
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
     attrs = {
         "strides": [sh, sw],
         "pads": [ph, pw, ph, pw],

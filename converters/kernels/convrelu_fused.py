@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from converters.geometry import conv_out_size
+
 try:
     import triton
 
@@ -72,9 +74,8 @@ def convrelu_fused(x, weight, bias, theta, stride, padding, dilation, groups) ->
 
 def _out_hw(x: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int]:
     (_, _, h, w), (_, _, kh, kw) = x.shape, weight.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    return ho, wo
+    return (conv_out_size(h, kh, stride[0], padding[0], dilation[0]),
+            conv_out_size(w, kw, stride[1], padding[1], dilation[1]))
 
 
 def _layout(x: Tensor) -> torch.memory_format:

@@ -21,7 +21,7 @@ def run(args) -> int:
     import torch
 
     from converters.export import export_onnx, export_pt2, verify_onnx
-    from worker.loading import load_conversion
+    from converters.saved import load_conversion
 
     model, record = load_conversion(args.conversion)
     shape = list(record["example_input_shape"])
