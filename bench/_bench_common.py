@@ -1,4 +1,4 @@
-"""Helpers shared by the speed benchmarks (issue 6): environment record, timing, results file.
+"""Helpers shared by the speed benchmarks: environment record, timing, results file.
 
 Not a benchmark itself. The scripts import it as a sibling module (they are run as
 `python bench/<name>.py`, which puts bench/ on sys.path).

@@ -22,7 +22,7 @@ Variants (torchvision resnet50, random init, 1000 classes):
 
 Timing runs in --rounds rounds (default 2) over all variants, kept in memory, the order reversed
 each round (the baseline first, then last), and each variant's figure is its fastest round's
-median step: load that comes and goes on the machine then hits every variant alike. Targets (issue 6) are
+median step: load that comes and goes on the machine then hits every variant alike. Targets are
 for GPU bf16; `targets.*.applies` says whether this run was such a run. Prints one JSON object and
 writes it to bench/results/finetune_throughput-<timestamp>.json. See bench/README.md.
 """
@@ -49,7 +49,7 @@ VARIANTS = {  # name -> (activation, strategy); None: the unconverted model
     "pvlu": ("pvlu", "all"),
     "convrelu": ("convrelu", "block:first"),
 }
-TARGETS = {"pvlu": 0.9, "convrelu": 0.8}  # images/s as a fraction of the baseline's, GPU bf16 (issue 6)
+TARGETS = {"pvlu": 0.9, "convrelu": 0.8}  # images/s as a fraction of the baseline's, GPU bf16
 CLASSES = 1000
 
 

@@ -2,7 +2,7 @@
 
 Pure data with no torch import, so the API process can serve it (GET /activations) without
 loading PyTorch. The modules in `converters.activations` read their initial values from here, so
-the numbers live in one place (../shared/notes/activations.md is the source).
+the numbers live in one place (each entry cites its paper).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One error shape for every failure: {"error": {"code", "message", "param"}} (api.md).
+"""One error shape for every failure: {"error": {"code", "message", "param"}} (docs/api.md).
 
 Handlers cover our own ApiError, Starlette's HTTP errors (404 unknown route, 405), FastAPI's
 request validation (422, param = the offending parameter) and anything unexpected (500, logged).

@@ -56,7 +56,7 @@ def new_job_id() -> str:
 
 
 def _job(row) -> dict[str, Any]:
-    # The api.md job object, plus worker/heartbeat/cancel fields the API's response model drops.
+    # The job object of docs/api.md, plus worker/heartbeat/cancel fields the API's response model drops.
     return {
         "id": row.id,
         "status": row.status,

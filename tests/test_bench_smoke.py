@@ -1,4 +1,4 @@
-"""The speed benchmarks (bench/, issue 6) run in --quick mode and write the JSON they promise.
+"""The speed benchmarks (bench/) run in --quick mode and write the JSON they promise.
 
 Only the shape of the output is checked: keys present, ratios positive numbers. No speed target:
 the numbers depend on the machine and on what else runs on it."""

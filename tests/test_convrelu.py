@@ -148,7 +148,7 @@ def test_forward_dispatches_to_the_chosen_impl():
     assert torch.equal(m(x), convrelu_shifted(x, *args))
     m.impl = "auto"  # on CPU: the patches path
     assert torch.equal(m(x), convrelu_patches(x, *args))
-    accepted = "impl must be one of auto, fused, patches, shifted, unfold, got 'fast'"
+    accepted = "impl must be one of auto, fused, patches, shifted, unfold; got 'fast'"
     with pytest.raises(ValueError, match=accepted):
         m.impl = "fast"
     with pytest.raises(ValueError, match=accepted):

@@ -1,4 +1,4 @@
-"""The REST contract (api.md) through create_app on a SQLite file: auth, validation, idempotency,
+"""The REST contract (docs/api.md) through create_app on a SQLite file: auth, validation, idempotency,
 listing, cancel, delete, artifacts with Range, error shapes."""
 
 from __future__ import annotations

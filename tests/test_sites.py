@@ -12,7 +12,7 @@ from torch import nn
 from converters import TraceError, find_sites
 from converters.blocks import detect_blocks
 
-# (model, sites, {(kind, call): count}) from ../shared/notes/graph-surgery.md's census; mobilenet_v3_small
+# (model, sites, {(kind, call): count}) counted by hand from each model's forward; mobilenet_v3_small
 # has 14 nn.ReLU modules (its other activations are Hardswish/Hardsigmoid).
 CENSUS = [
     ("torchvision:resnet18", 17, {("relu", "module"): 17}),

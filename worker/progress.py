@@ -9,7 +9,7 @@ Events are plain dicts with a "type":
 - {"type": "log", "level": "info"|"warning", "message", "time"}
 
 Stages, in order: loading, baseline, converting, training, verifying, exporting (the names of the
-job object's progress.stage in api.md).
+job object's progress.stage in docs/api.md; defined in service/contract.py).
 """
 
 from __future__ import annotations

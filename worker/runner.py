@@ -1,6 +1,6 @@
 """Run one job inside a Celery pool child: claim it, heartbeat, report progress, obey cancel.
 
-The jobs table is the source of truth (../shared/notes/service-infra.md): a task may be delivered
+The jobs table is the source of truth (docs/design.md): a task may be delivered
 twice (visibility timeout, requeue after a crash), so it first claims the job atomically and
 gives up when another live worker holds it. The checkpoint directory lives beside the job's
 artifacts, so a second attempt resumes where the first died.
