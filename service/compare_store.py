@@ -1,0 +1,193 @@
+"""Compare jobs in the database: the compare record and its children (ordinary jobs with a
+compare_id, an arm and a seed index), created together in one transaction.
+
+A compare's stored status changes only when it ends (succeeded, failed, cancelled); until then
+its status is derived from its children on every read: queued until a child starts, running
+after, cancelling once a cancel was asked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+
+from .contract import ENDED_STATUSES
+from .store import InvalidCursor, JobEnded, JobNotEnded, JobNotFound, JobStore, _job, _ts, rfc3339
+from .tables import compares, job_events, jobs
+
+
+def new_compare_id() -> str:
+    return "cmp_" + uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _status(row, children: list[dict]) -> str:
+    if row.status in ENDED_STATUSES:
+        return row.status
+    if row.cancel_requested:
+        return "cancelling"
+    return "running" if any(c["started_at"] for c in children) else "queued"
+
+
+def _compare(row, children: list[dict]) -> dict[str, Any]:
+    ended = sum(c["status"] in ENDED_STATUSES for c in children)
+    arms: dict[str, dict] = {}
+    for child in children:
+        arm = arms.setdefault(child["arm"], {"name": child["arm"], "control": child["arm"] in row.controls,
+                                             "children": []})
+        arm["children"].append({"id": child["id"], "seed_index": child["seed_index"], "status": child["status"],
+                                "error": child["error"]})
+    result = row.result or {}
+    return {
+        "id": row.id,
+        "status": _status(row, children),
+        "created_at": rfc3339(row.created_at),
+        "finished_at": rfc3339(row.finished_at),
+        "config": row.config,
+        "progress": {"children": len(children), "ended": ended,
+                     "fraction": ended / len(children) if children else 0.0},
+        "arms": list(arms.values()),
+        "winner": result.get("winner"),
+        "leaderboard": result.get("leaderboard"),
+        "error": row.error,
+        "artifacts": row.artifacts or [],
+    }
+
+
+class CompareStore:
+    """Compare records over the JobStore's engine (the same database, the same transactions)."""
+
+    def __init__(self, jobs_store: JobStore):
+        self.jobs = jobs_store
+        self.engine = jobs_store.engine
+
+    # ---- API side -------------------------------------------------------------------------------
+
+    def create(self, owner: str, config: dict, controls: list[str], children: list[dict]) -> dict:
+        """Insert the compare and its children (each {arm, kind, seed_index, config}), all queued."""
+        compare_id, now = new_compare_id(), _now()
+        with self.engine.begin() as c:
+            c.execute(insert(compares).values(id=compare_id, owner=owner, status="queued", config=config,
+                                              controls=controls, dispatched=False, cancel_requested=False,
+                                              created_at=now, artifacts=[]))
+            for child in children:
+                job_id = "job_" + uuid.uuid4().hex
+                c.execute(insert(jobs).values(
+                    id=job_id, owner=owner, status="queued", config=child["config"], attempts=0,
+                    cancel_requested=False, created_at=now, artifacts=[], compare_id=compare_id,
+                    arm=child["arm"], child_kind=child["kind"], seed_index=child["seed_index"]))
+                self.jobs._add_event(c, job_id, "status", f"job queued (compare {compare_id}, arm {child['arm']})",
+                                     data={"status": "queued", "compare_id": compare_id}, now=now)
+        return self.get(compare_id)
+
+    def children(self, compare_id: str) -> list[dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(jobs).where(jobs.c.compare_id == compare_id)
+                             .order_by(jobs.c.seed_index.is_not(None), jobs.c.arm, jobs.c.seed_index)).all()
+        return [_job(r) for r in rows]
+
+    def original(self, compare_id: str) -> dict:
+        """The child that measures the unconverted model once for every other child."""
+        with self.engine.connect() as c:
+            row = c.execute(select(jobs).where(jobs.c.compare_id == compare_id,
+                                               jobs.c.child_kind == "original")).first()
+        if row is None:
+            raise JobNotFound(f"compare {compare_id} has no original child")
+        return _job(row)
+
+    def get(self, compare_id: str, owner: str | None = None) -> dict | None:
+        row = self._row(compare_id, owner)
+        return None if row is None else _compare(row, self.children(compare_id))
+
+    def _row(self, compare_id: str, owner: str | None = None):
+        q = select(compares).where(compares.c.id == compare_id)
+        if owner is not None:
+            q = q.where(compares.c.owner == owner)
+        with self.engine.connect() as c:
+            return c.execute(q).first()
+
+    def list(self, owner: str, limit: int = 20, after: str | None = None) -> tuple[list[dict], bool]:
+        """Newest first; `after` is the id of the last compare of the previous page."""
+        q = select(compares).where(compares.c.owner == owner)
+        with self.engine.connect() as c:
+            if after is not None:
+                cur = c.execute(select(compares.c.created_at, compares.c.id)
+                                .where(compares.c.id == after, compares.c.owner == owner)).first()
+                if cur is None:
+                    raise InvalidCursor(f"unknown cursor {after!r}: pass the id of a compare job from the "
+                                        "previous page")
+                q = q.where(or_(compares.c.created_at < _ts(cur.created_at),
+                                and_(compares.c.created_at == _ts(cur.created_at), compares.c.id < cur.id)))
+            rows = c.execute(q.order_by(compares.c.created_at.desc(), compares.c.id.desc()).limit(limit + 1)).all()
+        return [_compare(r, self.children(r.id)) for r in rows[:limit]], len(rows) > limit
+
+    def request_cancel(self, compare_id: str, owner: str) -> list[str]:
+        """Ask every child that has not ended to stop; the ids of those that were queued (now
+        cancelled: the caller revokes their messages). An ended compare raises JobEnded."""
+        row = self._row(compare_id, owner)
+        if row is None:
+            raise JobNotFound(compare_id)
+        if row.status in ENDED_STATUSES:
+            raise JobEnded(f"compare job {compare_id} has already ended ({row.status})")
+        with self.engine.begin() as c:
+            c.execute(update(compares).where(compares.c.id == compare_id).values(cancel_requested=True))
+        revoked = []
+        for child in self.children(compare_id):
+            if child["status"] in ENDED_STATUSES:
+                continue
+            try:
+                if self.jobs.request_cancel(child["id"], owner)["status"] == "cancelled":
+                    revoked.append(child["id"])
+            except JobEnded:  # it ended meanwhile
+                continue
+        return revoked
+
+    def delete(self, compare_id: str, owner: str) -> list[str]:
+        """Delete an ended compare, its children and their events; the ids whose files to delete."""
+        with self.engine.begin() as c:
+            row = c.execute(select(compares.c.status).where(compares.c.id == compare_id,
+                                                            compares.c.owner == owner)).first()
+            if row is None:
+                raise JobNotFound(compare_id)
+            if row.status not in ENDED_STATUSES:
+                raise JobNotEnded(f"compare job {compare_id} is {row.status}: cancel it and wait until it has "
+                                  "ended")
+            ids = list(c.execute(select(jobs.c.id).where(jobs.c.compare_id == compare_id)).scalars())
+            c.execute(delete(job_events).where(job_events.c.job_id.in_(ids)))
+            c.execute(delete(jobs).where(jobs.c.compare_id == compare_id))
+            c.execute(delete(compares).where(compares.c.id == compare_id))
+        return [compare_id, *ids]
+
+    # ---- coordination (workers and the reaper) --------------------------------------------------
+
+    def claim_dispatch(self, compare_id: str) -> bool:
+        """True for exactly one caller: it sends the training children to the queue."""
+        with self.engine.begin() as c:
+            return bool(c.execute(update(compares).where(compares.c.id == compare_id,
+                                                         compares.c.dispatched.is_(False))
+                                  .values(dispatched=True)).rowcount)
+
+    def is_dispatched(self, compare_id: str) -> bool:
+        row = self._row(compare_id)
+        return bool(row is not None and row.dispatched)
+
+    def finish(self, compare_id: str, status: str, result: dict | None = None, error: dict | None = None,
+               artifacts: list | None = None) -> bool:
+        """End the compare once; False when it had already ended (another caller finished it)."""
+        with self.engine.begin() as c:
+            return bool(c.execute(update(compares)
+                                  .where(compares.c.id == compare_id, compares.c.status.notin_(ENDED_STATUSES))
+                                  .values(status=status, result=result, error=error, artifacts=artifacts or [],
+                                          finished_at=_now())).rowcount)
+
+    def unfinished(self) -> list[str]:
+        """Ids of compares that have not ended (the reaper advances them)."""
+        with self.engine.connect() as c:
+            return list(c.execute(select(compares.c.id).where(compares.c.status.notin_(ENDED_STATUSES))
+                                  .order_by(compares.c.created_at)).scalars())
