@@ -19,8 +19,8 @@ def add(sub) -> None:
     p = sub.add_parser("finetune", help="convert a model's ReLUs and fine-tune the new activations")
     p.add_argument("--config", help="a job config as JSON (the POST /finetune body); flags override it")
     add_model_data(p)
-    p.add_argument("--activation", choices=ACTIVATIONS, metavar="ACTIVATION",
-                   help=f"a catalogue name: {', '.join(ACTIVATIONS)} (see `reluswap activations`)")
+    # Checked with the rest of the config (every problem named at once), not by argparse.
+    p.add_argument("--activation", help=f"a catalogue name: {', '.join(ACTIVATIONS)} (see `reluswap activations`)")
     p.add_argument("--strategy", help="which sites to replace (default all; see `reluswap sites`)")
     p.add_argument("--init", choices=INITS)
     p.add_argument("--granularity", choices=GRANULARITIES)
