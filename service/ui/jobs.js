@@ -8,7 +8,7 @@ const REFRESH_MS = 3000;
 
 export function progressText(job) {
   const p = job.progress || {};
-  if (!p.stage) return "";
+  if (!p.stage || !["running", "cancelling"].includes(job.status)) return "";
   let text = p.stage;
   if (typeof p.fraction === "number") text += ` ${Math.round(p.fraction * 100)}%`;
   return text;

@@ -3,7 +3,7 @@
 // from GET /activations.
 
 import { api, postForm, postJSON } from "./api.js";
-import { h } from "./dom.js";
+import { append, h } from "./dom.js";
 
 const ARCHS = ["torchvision:resnet18", "torchvision:resnet34", "torchvision:resnet50", "torchvision:mobilenet_v2",
   "torchvision:vgg11_bn", "timm:resnet18", "timm:resnet50"];
@@ -104,6 +104,7 @@ export const submitView = {
     const optimizer = select("optimizer", ["adam", "sgd"], "adam");
     const trainable = select("trainable", ["bn+act", "act", "all"], "bn+act");
     const seed = number("seed", { value: 0 });
+    const statsBatches = number("stats-batches", { value: 16, min: 1 });
 
     // ---- export and metadata
     const onnx = h("input", { type: "checkbox", id: "export-onnx", checked: true });
@@ -118,8 +119,8 @@ export const submitView = {
       optionsBox.replaceChildren();
       activationInfo.replaceChildren();
       if (!info) return;
-      activationInfo.append(h("code", {}, info.formula), info.notes ? h("p", {}, info.notes) : null,
-        info.params.length ? h("p", {}, "Parameters: ", info.params.map((p) => `${p.name} (${p.doc})`).join("; ")) : null);
+      append(activationInfo, [h("code", {}, info.formula), info.notes ? h("p", {}, info.notes) : null,
+        info.params.length ? h("p", {}, "Parameters: ", info.params.map((p) => `${p.name} (${p.doc})`).join("; ")) : null]);
       optionsBox.append(field("Init", select("opt-init", [["identity", "identity (same function as ReLU)"],
         ["paper", "paper values"]], "identity")));
       if (info.granularities.length) {
@@ -163,7 +164,8 @@ export const submitView = {
         activation_options: activationOptions(),
         strategy: strategy.value.trim() || "all",
         train: { epochs: num(epochs, parseInt), max_steps: num(maxSteps, parseInt), batch_size: num(batchSize, parseInt),
-          lr: num(lr), optimizer: optimizer.value, trainable: trainable.value, seed: num(seed, parseInt) },
+          lr: num(lr), optimizer: optimizer.value, trainable: trainable.value, seed: num(seed, parseInt),
+          stats_batches: num(statsBatches, parseInt) },
         export: { onnx: onnx.checked, pt2: pt2.checked },
         metadata: parseMetadata(metadata.value),
       });
@@ -191,7 +193,8 @@ export const submitView = {
       h("fieldset", { class: "card" }, h("legend", {}, "Training"),
         h("div", { class: "fields" },
           field("Epochs", epochs), field("Max steps", maxSteps, "overrides epochs"), field("Batch size", batchSize),
-          field("Learning rate", lr), field("Optimizer", optimizer), field("Trainable", trainable), field("Seed", seed))),
+          field("Learning rate", lr), field("Optimizer", optimizer), field("Trainable", trainable), field("Seed", seed),
+          field("Stats batches", statsBatches, "validation batches for activation statistics"))),
       h("fieldset", { class: "card" }, h("legend", {}, "Export and metadata"),
         h("div", { class: "fields" },
           h("div", { class: "field check" }, onnx, h("label", { for: "export-onnx" }, "model.onnx")),
