@@ -167,19 +167,24 @@ export const jobView = {
       }
     }
 
-    async function openReport(button) {
-      // The artifact needs the bearer header, so it is fetched and opened from a blob: URL.
-      const win = window.open("", "_blank");
+    async function showReport(button, holder) {
+      // The artifact needs the bearer header, so it is fetched and shown from a blob: URL, in a frame
+      // sandboxed without scripts or our origin: nothing in it can run or read this page (a new tab
+      // would share the origin and a copy of the key's session storage). The blob document inherits
+      // this page's CSP, so the report's inline <style>/<script> do not apply there; images as data:
+      // URIs do. The download in the artifacts table gives the file as written.
       button.disabled = true;
       try {
         const blob = await api.artifact(id, "report.html");
+        if (!alive) return;
         const url = URL.createObjectURL(new Blob([blob], { type: "text/html" }));
         objectUrls.push(url);
-        if (win) win.location.href = url;
-        else window.location.assign(url);
+        const frame = h("iframe", { id: "report-frame", class: "report-frame", title: "report.html", src: url });
+        frame.setAttribute("sandbox", "");
+        holder.replaceChildren(frame);
+        button.textContent = "Reload report.html";
       } catch (err) {
-        if (win) win.close();
-        ctx.toast(`Could not open the report: ${err.message}`, "error");
+        ctx.toast(`Could not load the report: ${err.message}`, "error");
       } finally {
         button.disabled = false;
       }
@@ -209,9 +214,10 @@ export const jobView = {
       const pngs = list.filter((a) => a.name.toLowerCase().endsWith(".png"));
       const children = [h("h2", {}, "Report")];
       if (report) {
-        const b = h("button", { type: "button", id: "open-report", class: "primary" }, "Open report.html");
-        b.addEventListener("click", () => openReport(b));
-        children.push(h("p", {}, b));
+        const b = h("button", { type: "button", id: "open-report", class: "primary" }, "Show report.html");
+        const holder = h("div", { class: "report-holder" });
+        b.addEventListener("click", () => showReport(b, holder));
+        children.push(h("p", {}, b), holder);
       }
       const figures = h("div", { class: "plots" });
       for (const a of pngs) {
