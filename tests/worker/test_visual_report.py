@@ -28,16 +28,17 @@ from worker.visual import (
 
 XSS = "<script>alert(1)</script>"
 CLASSES = 10
+STEPS = 5
 
 
 def _job(tmp_path_factory, activation: str, strategy: str, name: str):
-    """A tiny job: random resnet18, 16 px digits, 2 short epochs (5 steps each), CPU."""
+    """A tiny job: random resnet18, 16 px digits, STEPS training steps, CPU."""
     config = {
         "model": {"arch": "torchvision:resnet18"},
-        "dataset": {"uri": "builtin:digits", "image_size": 16, "val_split": 0.9},
+        "dataset": {"uri": "builtin:digits", "image_size": 16, "val_split": 0.2},
         "activation": activation,
         "strategy": strategy,
-        "train": {"epochs": 2, "batch_size": 32, "stats_batches": 2, "seed": 0},
+        "train": {"epochs": 1, "max_steps": STEPS, "batch_size": 32, "stats_batches": 2, "seed": 0},
         "export": {"onnx": False, "pt2": False},
         "metadata": {"note": XSS},
     }
@@ -115,7 +116,8 @@ def test_metrics_csv_has_a_row_per_step_and_per_epoch(pvlu_job):
     assert list(rows[0]) == ["kind", "epoch", "step", "loss", "lr", "val_accuracy", "images_per_s"]
     steps = [r for r in rows if r["kind"] == "step"]
     epochs = [r for r in rows if r["kind"] == "epoch"]
-    assert len(training["epochs"]) == 2 and len(rows) == len(training["steps"]) + len(training["epochs"])
+    assert len(training["steps"]) == STEPS and len(training["epochs"]) == 1
+    assert len(rows) == len(training["steps"]) + len(training["epochs"])
     assert [float(r["loss"]) for r in steps] == [s["loss"] for s in training["steps"]]
     assert [int(r["step"]) for r in steps] == [s["step"] for s in training["steps"]]
     assert [float(r["lr"]) for r in steps] == [s["lr"] for s in training["steps"]]
@@ -123,8 +125,23 @@ def test_metrics_csv_has_a_row_per_step_and_per_epoch(pvlu_job):
     assert [float(r["loss"]) for r in epochs] == [e["train_loss"] for e in training["epochs"]]
     assert [float(r["val_accuracy"]) for r in epochs] == [e["val_accuracy"] for e in training["epochs"]]
     assert [float(r["images_per_s"]) for r in epochs] == [e["images_per_s"] for e in training["epochs"]]
-    # Each epoch's row follows its own steps.
-    assert [r["kind"] for r in rows] == (["step"] * 5 + ["epoch"]) * 2
+    assert [r["kind"] for r in rows] == ["step"] * STEPS + ["epoch"]
+
+
+def test_metrics_rows_put_each_epoch_after_its_steps():
+    report = {"training": {
+        "epochs": [{"epoch": 1, "steps": 2, "train_loss": 1.5, "lr": 0.1, "val_accuracy": 0.5, "images_per_s": 9.0},
+                   {"epoch": 2, "steps": 1, "train_loss": 0.5, "lr": 0.0, "val_accuracy": None, "images_per_s": 8.0}],
+        "steps": [{"step": 1, "epoch": 1, "loss": 2.0, "lr": 0.1}, {"step": 2, "epoch": 1, "loss": 1.0, "lr": 0.1},
+                  {"step": 3, "epoch": 2, "loss": 0.5, "lr": 0.05}]}}
+    assert metrics_csv(report).splitlines() == [
+        "kind,epoch,step,loss,lr,val_accuracy,images_per_s",
+        "step,1,1,2.0,0.1,,",
+        "step,1,2,1.0,0.1,,",
+        "epoch,1,2,1.5,0.1,0.5,9.0",
+        "step,2,3,0.5,0.05,,",
+        "epoch,2,3,0.5,0.0,,8.0",
+    ]
 
 
 def test_training_curves_plot_the_report(pvlu_job):
@@ -134,7 +151,7 @@ def test_training_curves_plot_the_report(pvlu_job):
     data = training_curves(pvlu_job["report"]).data
     assert data["step_loss"] == [s["loss"] for s in training["steps"]]
     assert data["epoch_val_accuracy"] == [e["val_accuracy"] for e in training["epochs"]]
-    assert data["epoch_end_step"] == [5, 10]
+    assert data["epoch_end_step"] == [STEPS]
 
 
 def _identity_params(report: dict, params: dict) -> dict:
