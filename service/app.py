@@ -16,7 +16,7 @@ from .deps import reject_unknown_query
 from .openapi import build_openapi
 from .queue import CeleryQueue, JobQueue
 from .reaper import Reaper
-from .routes import activations, artifacts, finetune, health, jobs, metrics
+from .routes import activations, artifacts, finetune, health, jobs, metrics, ui
 from .settings import Settings
 from .storage import LocalStorage, Storage
 from .store import JobStore
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None,
     app.state.store, app.state.storage, app.state.queue = store, storage, queue
     app.state.metrics = Metrics(store)
     errors.install(app)
-    for module in (finetune, jobs, artifacts, activations, health, metrics):
+    for module in (finetune, jobs, artifacts, activations, health, metrics, ui):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: build_openapi(app)

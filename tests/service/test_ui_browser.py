@@ -1,0 +1,289 @@
+"""The dashboard at /ui: its static route (no browser), then the real thing in headless Chromium
+against the embedded deployment (real redis-server, API under uvicorn, a Celery worker): sign in,
+submit a job through the form (with a weights upload), watch it succeed, download model.onnx, and
+check that job metadata is shown as text, never run as markup.
+
+The browser is Debian's chromium (/usr/bin/chromium), driven by Playwright; no Playwright browser
+download. Without either, the browser test skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from service_fixtures import ALICE, make_settings
+
+from service.app import create_app
+from service.queue import MemoryQueue
+from service.routes import ui
+
+CHROMIUM = Path("/usr/bin/chromium")
+XSS = "<script>alert(1)</script>"
+
+
+# ---- the static route ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(make_settings(tmp_path), queue=MemoryQueue())
+    with TestClient(app) as c:
+        yield c
+
+
+def test_static_route_headers_and_types(client):
+    for path in ("/ui", "/ui/", "/ui/index.html"):
+        r = client.get(path)  # the shell holds no data: no key needed
+        assert r.status_code == 200, path
+        assert r.headers["content-type"] == "text/html; charset=utf-8"
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+        assert "img-src 'self' blob: data:" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert '<script type="module" src="/ui/app.js">' in r.text
+        assert "<script>" not in r.text  # no inline script (the CSP would block it anyway)
+    types = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+    for name in ("app.js", "api.js", "dom.js", "jobs.js", "job.js", "submit.js", "app.css"):
+        r = client.get(f"/ui/{name}")
+        assert r.status_code == 200, name
+        assert r.headers["content-type"] == types[Path(name).suffix]
+        assert r.headers["x-content-type-options"] == "nosniff"
+    # Data calls still need the key.
+    assert client.get("/jobs").status_code == 401
+    assert client.get("/jobs", headers={"Authorization": f"Bearer {ALICE}"}).status_code == 200
+
+
+def test_static_route_refuses_traversal_and_unknown_assets(client):
+    for path in ("/ui/nope.js", "/ui/index.htm", "/ui/ui.py", "/ui/..%2fapp.py", "/ui/..%2f..%2fservice%2fapp.py",
+                 "/ui/%2e%2e/%2e%2e/service/app.py", "/ui/%2e%2e%2f%2e%2e%2fpyproject.toml", "/ui/..%2froutes%2fui.py",
+                 "/ui/%2fetc%2fpasswd", "/ui/sub/app.js", "/ui/.hidden.js"):
+        r = client.get(path)
+        assert r.status_code == 404, (path, r.status_code)
+        assert r.headers["content-type"] == "application/json"
+    # A client that normalises the path never reaches the ui route at all.
+    assert client.get("/ui/../service/app.py").status_code == 404
+    assert "/ui" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_assets_are_confined_to_the_ui_folder(tmp_path, monkeypatch):
+    root = tmp_path / "ui"
+    root.mkdir()
+    (root / "a.js").write_text("export {};")
+    (tmp_path / "secret.js").write_text("secret")
+    (root / "link.js").symlink_to(tmp_path / "secret.js")
+    (root / "sub").mkdir()
+    (root / "sub" / "b.js").write_text("")
+    monkeypatch.setattr(ui, "UI_DIR", root.resolve())
+    assert ui.resolve_asset("a.js") == (root / "a.js").resolve()
+    for name in ("../secret.js", "link.js", "sub/b.js", "/etc/passwd", str(tmp_path / "secret.js"), "", "a.js\0",
+                 "..\\secret.js", "sub/../../secret.js", "missing.js"):
+        assert ui.resolve_asset(name) is None, name
+
+
+def test_package_data_ships_the_ui():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["service"]
+    shipped = {p.name for pattern in patterns for p in ui.UI_DIR.parent.glob(pattern)}
+    assert shipped == {p.name for p in ui.UI_DIR.iterdir() if p.suffix in (".html", ".js", ".css")}
+    assert "index.html" in shipped
+
+
+# ---- the browser ---------------------------------------------------------------------------------
+
+
+def _playwright():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright (Python) is not installed: pip install playwright")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    from reluswap.supervisor import start_embedded
+
+    _playwright()  # skip before starting anything
+    embedded = start_embedded(tmp_path_factory.mktemp("ui-service"))
+    yield embedded
+    embedded.stop(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> Path:
+    """A random-init resnet18 state_dict (10 classes), for the form's weights upload."""
+    import torch
+    from safetensors.torch import save_file
+
+    from converters.models import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-random.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model("torchvision:resnet18", num_classes=10).state_dict().items()},
+              str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_dashboard_in_a_browser(deployment, weights_file, tmp_path):
+    sync_playwright = _playwright()
+    import onnx
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    dialogs: list[str] = []
+    csp_errors: list[str] = []
+    api = httpx.Client(base_url=deployment.url, headers={"Authorization": f"Bearer {deployment.api_key}"}, timeout=30)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True).new_page()
+            page.set_default_timeout(30_000)
+
+            def on_dialog(dialog):
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            page.on("console", lambda m: csp_errors.append(m.text)
+                    if m.type == "error" and "Content Security Policy" in m.text else None)
+
+            # Sign in: the shell loads without a key, then asks for one.
+            page.goto(f"{deployment.url}/ui")
+            page.wait_for_selector("#api-key")
+            page.screenshot(path=shots / "1-sign-in.png", full_page=True)
+            page.fill("#api-key", deployment.api_key)
+            page.click("#login-form button[type=submit]")
+            page.wait_for_selector("#jobs-table table")
+            assert page.evaluate("sessionStorage.getItem('reluswap.apiKey')") == deployment.api_key
+            assert page.evaluate("localStorage.length") == 0 and page.context.cookies() == []
+
+            # Submit a tiny job through the form, uploading the weights.
+            page.click("nav a[data-view=new]")
+            page.wait_for_selector("#activation:not([disabled])")
+            page.fill("#arch", "torchvision:resnet18")
+            page.fill("#num-classes", "10")
+            page.set_input_files("#weights-file", str(weights_file))
+            assert page.input_value("#weights-mode") == "upload"
+            page.fill("#dataset-uri", "builtin:digits")
+            page.fill("#image-size", "16")
+            page.select_option("#activation", "pvlu")
+            page.wait_for_selector("#opt-granularity")
+            page.fill("#max-steps", "4")
+            page.fill("#batch-size", "32")
+            page.fill("#stats-batches", "2")
+            page.uncheck("#export-pt2")
+            page.fill("#metadata", "note=browser test")
+            page.screenshot(path=shots / "2-new-job.png", full_page=True)
+            page.click("#submit")
+            page.wait_for_url("**/ui#/jobs/job_*")
+            job_id = page.inner_text("#job-id")
+            config = api.get(f"/jobs/{job_id}").json()["config"]
+            assert config["model"] == {"arch": "torchvision:resnet18", "num_classes": 10, "weights": "upload"}
+            assert config["train"]["max_steps"] == 4 and config["train"]["batch_size"] == 32
+            assert config["activation"] == "pvlu" and config["metadata"] == {"note": "browser test"}
+
+            # The job page follows the job live.
+            page.wait_for_selector("#progress-bar")
+            page.wait_for_selector("#job-status[data-status=running], #job-status[data-status=succeeded]",
+                                   timeout=120_000)
+            page.wait_for_selector("#events[data-source=stream]")  # the SSE stream, read with fetch()
+            page.screenshot(path=shots / "3-job-running.png", full_page=True)
+
+            # Meanwhile: metadata holding markup is shown as text; no script runs, no dialog opens. The job
+            # waits behind the running one, so its cancel ends it at once.
+            r = api.post("/finetune", json={
+                "model": {"arch": "torchvision:resnet18", "num_classes": 10},
+                "dataset": {"uri": "builtin:digits", "image_size": 16},
+                "activation": "relu",
+                "train": {"max_steps": 1},
+                "export": {"onnx": False, "pt2": False},
+                "metadata": {"note": XSS},
+            })
+            assert r.status_code == 202, r.text
+            xss_id = r.json()["id"]
+            api.post(f"/jobs/{xss_id}/cancel")
+            page.click("nav a[data-view=jobs]")
+            row = page.wait_for_selector(f"tr[data-job-id='{xss_id}']")
+            assert row.query_selector("td.metadata").inner_text() == f"note: {XSS}"
+            page.wait_for_selector(f"tr[data-job-id='{job_id}']")
+            page.screenshot(path=shots / "4-jobs.png", full_page=True)
+            row.query_selector("a").click()
+            page.wait_for_selector("#metadata dd")
+            assert page.inner_text("#metadata dd") == XSS
+            assert page.locator("main script").count() == 0
+            page.screenshot(path=shots / "5-xss-job.png", full_page=True)
+
+            # Back to the job (the list links to it), until it succeeds.
+            page.click("nav a[data-view=jobs]")
+            page.click(f"tr[data-job-id='{job_id}'] a")
+            page.wait_for_selector("#job-status[data-status=succeeded], #job-status[data-status=failed]",
+                                   timeout=180_000)
+            assert page.get_attribute("#job-status", "data-status") == "succeeded", \
+                api.get(f"/jobs/{job_id}").json()["error"]
+            assert page.get_attribute("#progress-bar", "value") == "1"
+            page.wait_for_selector("[data-download='model.onnx']")
+            names = page.locator("#artifacts td.mono").all_inner_texts()
+            assert {"model.onnx", "report.json"} <= set(names), names
+            assert page.locator("#metrics tbody tr").count() > 3
+            assert page.locator("#events tbody tr").count() > 3
+            page.screenshot(path=shots / "6-job-succeeded.png", full_page=True)
+
+            # Downloads go through fetch (the key is a header), then a blob: URL.
+            with page.expect_download() as info:
+                page.click("[data-download='model.onnx']")
+            download = info.value
+            assert download.suggested_filename == "model.onnx"
+            saved = tmp_path / "model.onnx"
+            download.save_as(saved)
+            assert saved.stat().st_size > 0
+            model = onnx.load(str(saved))
+            assert len(model.graph.node) > 0
+            # The report: report.html shown from a blob: URL, and every *.png shown. Until the worker writes
+            # them, stand-ins are put among the job's artifacts, so the page's handling is still checked.
+            artifacts_dir = Path(deployment.env["RELUSWAP_DATA_DIR"]) / "storage" / "jobs" / job_id / "artifacts"
+            if not any(n.endswith(".png") for n in names):
+                shutil.copy(shots / "1-sign-in.png", artifacts_dir / "training_curves.png")
+            stand_in_report = "report.html" not in names
+            if stand_in_report:  # its script must not run: the frame is sandboxed
+                (artifacts_dir / "report.html").write_text(
+                    "<!doctype html><title>report</title><style>h1 { color: rgb(0, 90, 0) }</style><h1>Stand-in report</h1>"
+                    "<script>parent.document.title = 'pwned'; alert('report')</script>")
+            page.reload()
+            page.wait_for_selector("#open-report")
+            page.wait_for_function("() => { const imgs = [...document.querySelectorAll('#plots img')];"
+                                   " return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0); }")
+            assert page.locator("#plots img").first.get_attribute("src").startswith("blob:")
+            page.screenshot(path=shots / "7-job-report.png", full_page=True)
+            assert csp_errors == []  # the dashboard itself needs nothing the policy forbids
+            page.click("#open-report")  # shown in a frame sandboxed without scripts
+            assert page.get_attribute("#report-frame", "sandbox") == ""
+            assert page.get_attribute("#report-frame", "src").startswith("blob:")
+            report = page.frame_locator("#report-frame")
+            report.locator("body *").first.wait_for()
+            if stand_in_report:
+                assert report.locator("h1").inner_text() == "Stand-in report"
+                page.wait_for_timeout(300)
+                assert page.title() != "pwned"
+            page.screenshot(path=shots / "8-report.png", full_page=True)
+
+            # The jobs list shows its final status.
+            page.click("nav a[data-view=jobs]")
+            page.wait_for_selector(f"tr[data-job-id='{job_id}'][data-status=succeeded]")
+            assert dialogs == []
+            assert api.get(f"/jobs/{xss_id}").json()["status"] == "cancelled"
+        finally:
+            browser.close()
+            api.close()
+    assert {"1-sign-in.png", "2-new-job.png", "3-job-running.png", "4-jobs.png", "5-xss-job.png",
+            "6-job-succeeded.png"} <= {p.name for p in shots.iterdir()}
+
