@@ -1,18 +1,21 @@
-"""Shared fixtures: real torchvision and timm models with random weights and filled BN statistics."""
+"""What every test folder shares: the device, Triton's interpreter without a GPU, one thread per
+xdist worker, the `gpu` marker, and a model pretrained on digits (once per session).
+
+Each folder's own fixtures are in its conftest.py: converters/ (models with filled BatchNorm
+statistics), worker/ (no network), service/ (PostgreSQL, redis-server, the API; torch-free)."""
 
 from __future__ import annotations
 
-import functools
+import fcntl
 import os
-import socket
+from pathlib import Path
 
 import pytest
 import torch
+from job_helpers import ARCH, PRETRAIN_EPOCHS
+from job_helpers import DEVICE as JOB_DEVICE
+from job_helpers import IMAGE_SIZE as JOB_IMAGE_SIZE
 
-from converters.models import build_model
-
-# Inputs are small so the suite runs on 2 CPU cores; every model here accepts 64x64.
-IMAGE_SIZE = 64
 DEVICE = torch.device(os.environ.get("RELUSWAP_TEST_DEVICE", "cpu"))
 
 # Without a GPU the Triton ConvReLU kernels run under Triton's CPU interpreter (small shapes). Triton
@@ -24,44 +27,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscription on 2 cores
 
 
-@functools.cache
-def _filled(ref: str) -> torch.nn.Module:
-    """A model with BN statistics filled by a few train-mode passes (random-init BN is badly
-    conditioned, so "the output changes" tests need real statistics)."""
-    torch.manual_seed(0)
-    model = build_model(ref, num_classes=10).to(DEVICE)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, device=DEVICE))
-    return model.eval()
-
-
-@pytest.fixture
-def filled_model():
-    """filled_model(ref) -> an eval-mode model (cached per worker; tests must not modify it)."""
-    return _filled
-
-
-@pytest.fixture
-def example_input():
-    gen = torch.Generator().manual_seed(1)
-    return torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen).to(DEVICE)
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network: every connect fails, and the download caches are empty folders."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("RELUSWAP_DATA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-
-
 def pytest_collection_modifyitems(config, items):
     if DEVICE.type == "cuda" and torch.cuda.is_available():
         return
@@ -69,3 +34,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
+
+
+# ---- a model pretrained on digits, once per session (worker and service tests share it)
+
+
+def _shared_dir(tmp_path_factory) -> Path:
+    """A folder every xdist worker of this session sees (the parent of the per-worker base temp)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    shared = root / "reluswap-shared"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@pytest.fixture(scope="session")
+def pretrained_digits(tmp_path_factory) -> Path:
+    """Weights of torchvision:resnet18 trained on builtin:digits at 32 px (the CLI, in-process)."""
+    from reluswap.cli import main
+
+    shared = _shared_dir(tmp_path_factory)
+    weights = shared / "resnet18-digits.safetensors"
+    with open(shared / "pretrain.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not weights.exists():
+                rc = main(["pretrain", "--model", ARCH, "--data", "builtin:digits", "--image-size", str(JOB_IMAGE_SIZE),
+                           "--epochs", str(PRETRAIN_EPOCHS), "--seed", "0", "--device", JOB_DEVICE, "--quiet", "--json",
+                           "--out", str(weights)])
+                assert rc == 0 and weights.exists()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return weights

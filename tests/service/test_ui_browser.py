@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import ALICE, make_settings
+from service_helpers import ALICE, make_settings
 
 from service.app import create_app
 from service.queue import MemoryQueue

@@ -6,8 +6,6 @@ import json
 import threading
 import time
 
-from service_fixtures import api  # noqa: F401
-
 
 def _frames(text: str) -> list[dict]:
     frames = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from service_fixtures import ALICE, free_port, make_settings, redis_url, valid_config  # noqa: F401
+from service_helpers import ALICE, free_port, make_settings, valid_config
 
 from service.app import create_app
 from service.queue import CeleryQueue

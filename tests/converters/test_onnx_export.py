@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conversion_helpers import randomize
+from model_helpers import randomize
 from torch import nn
 
 from converters import convert

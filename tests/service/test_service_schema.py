@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from service_fixtures import ALICE, make_settings, valid_config
+from service_helpers import ALICE, make_settings, valid_config
 
 from service.app import create_app
 from service.queue import MemoryQueue

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from service_fixtures import claim_all, postgres_server, postgres_url, store_url  # noqa: F401
+from service_helpers import claim_all
 from sqlalchemy import update
 
 from service.store import IdempotencyConflict, InvalidCursor, JobEnded, JobNotEnded, JobNotFound, JobStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conversion_helpers import tiny_convnet
+from model_helpers import tiny_convnet
 
 from converters.conversion import convert
 from converters.training import trainable

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conversion_helpers import randomize
+from model_helpers import randomize
 
 from converters import ConversionMismatchError, convert, convert_from_spec
 from converters.spec import ConversionSpec, load_converted_state_dict

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from pipeline_fixtures import job_config, pretrained_digits  # noqa: F401
+from job_helpers import job_config
 
 from converters.saved import load_conversion
 from worker import exports

@@ -1,6 +1,6 @@
 """Compile the ConvReLU Triton kernels ahead of time for a GPU architecture, without a GPU.
 
-    python tests/triton_aot.py [--arch 90]    # prints one JSON line per kernel and dtype
+    python tests/converters/triton_aot.py [--arch 90]    # prints one JSON line per kernel and dtype
 
 The interpreter (TRITON_INTERPRET=1) checks what the kernels compute but not that they compile:
 this runs Triton's real pipeline down to ptxas, so type errors, unsupported ops and layout problems

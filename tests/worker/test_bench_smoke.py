@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from pipeline_fixtures import DEVICE, IMAGE_SIZE, job_config, pretrained_digits, write_config  # noqa: F401
+from job_helpers import DEVICE, IMAGE_SIZE, job_config, write_config
 
 import worker.pipeline as pipeline
 from converters.saved import load_conversion

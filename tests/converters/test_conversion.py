@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conversion_helpers import randomize
+from model_helpers import randomize
 from torch import nn
 
 from converters import InplaceHazardError, convert, find_sites

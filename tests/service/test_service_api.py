@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from service_fixtures import ALICE, BOB, api, valid_config  # noqa: F401
+from service_helpers import ALICE, BOB, valid_config
 
 JOB_ROUTES = [
     ("GET", "/jobs/{id}"),

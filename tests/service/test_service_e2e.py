@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from pipeline_fixtures import job_config, pretrained_digits  # noqa: F401
+from job_helpers import job_config
 
 from reluswap.supervisor import start_embedded
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import make_settings, valid_config
+from service_helpers import make_settings, valid_config
 
 from service.app import create_app
 from service.auth import ConfigurationError, KeyRing, hash_key
 from service.queue import MemoryQueue
 from service.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
 import json, sys, tempfile

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from service_fixtures import postgres_server, postgres_url, store_url, valid_config  # noqa: F401
+from service_helpers import valid_config
 
 from service.queue import MemoryQueue
 from service.reaper import sweep

@@ -19,7 +19,7 @@ CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 pytestmark = pytest.mark.skipif(fused.fused_unsupported_reason(torch.empty(1, 1, 1, 1, device=DEVICE)) is not None,
                                 reason="no CUDA and TRITON_INTERPRET is not set")
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from service_fixtures import ALICE, api, asgi_request, make_settings, multipart_body, valid_config  # noqa: F401
+from service_helpers import ALICE, asgi_request, make_settings, multipart_body, valid_config
 
 from service.app import create_app
 from service.queue import MemoryQueue
