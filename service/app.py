@@ -12,11 +12,12 @@ from fastapi import Depends, FastAPI
 
 from . import errors
 from .auth import ConfigurationError, KeyRing
+from .compare_store import CompareStore
 from .deps import reject_unknown_query
 from .openapi import build_openapi
 from .queue import CeleryQueue, JobQueue
 from .reaper import Reaper
-from .routes import activations, artifacts, finetune, health, jobs, metrics, ui
+from .routes import activations, artifacts, compare, finetune, health, jobs, metrics, ui
 from .settings import Settings
 from .storage import LocalStorage, Storage
 from .store import JobStore
@@ -54,9 +55,10 @@ def create_app(settings: Settings | None = None, store: JobStore | None = None,
                   dependencies=[Depends(reject_unknown_query)])
     app.state.settings, app.state.keys = settings, keys
     app.state.store, app.state.storage, app.state.queue = store, storage, queue
+    app.state.compares = CompareStore(store)
     app.state.metrics = Metrics(store)
     errors.install(app)
-    for module in (finetune, jobs, artifacts, activations, health, metrics, ui):
+    for module in (finetune, compare, jobs, artifacts, activations, health, metrics, ui):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: build_openapi(app)

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from .auth import KeyRing
+from .compare_store import CompareStore
 from .errors import ApiError
 from .queue import JobQueue
 from .settings import Settings
@@ -34,10 +35,15 @@ def _queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
+def _compares(request: Request) -> CompareStore:
+    return request.app.state.compares
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[JobStore, Depends(_store)]
 StorageDep = Annotated[LocalStorage, Depends(_storage)]
 QueueDep = Annotated[JobQueue, Depends(_queue)]
+CompareStoreDep = Annotated[CompareStore, Depends(_compares)]
 
 
 def _owner(request: Request,

@@ -75,6 +75,10 @@ class DatasetConfig(_Strict):
     )
     image_size: int | None = Field(default=None, ge=8, le=1024, description="default: the dataset's own")
     val_split: float = Field(default=0.2, gt=0.0, lt=1.0, description="used when the data has no val split")
+    test_split: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="hold this fraction of the training data out as a test split (compare jobs set it): the "
+        "best epoch is chosen on validation and reported on test")
     split_seed: int = 0
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -239,14 +243,19 @@ def parse_config(data: dict | JobConfig) -> JobConfig:
     try:
         return JobConfig.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"])
-            msg = e["msg"].removeprefix("Value error, ").replace("\n", "\n    ")
-            if e["type"] == "extra_forbidden":
-                msg = "unknown field"
-            lines.append(f"{where}: {msg}" if where else msg)
-        raise ConfigError("invalid job config:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError("invalid job config:\n  " + validation_message(err)) from None
+
+
+def validation_message(err: ValidationError) -> str:
+    """One line per problem: the field's dotted path, then what is wrong and what is accepted."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ").replace("\n", "\n    ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{where}: {msg}" if where else msg)
+    return "\n  ".join(lines)
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from converters.catalog import ACTIVATIONS
 from converters.vocabulary import MODEL_SOURCES, TRAINABLE_MODES
 
+from .compare_config import CompareConfig
 from .contract import BUILTIN_DATASETS, DATASET_SCHEMES, DATASET_UPLOAD, PATH_SCHEMES, WEIGHTS_SOURCES
 from .job_config import JobConfig
 
@@ -53,6 +54,9 @@ def build_openapi(app: FastAPI) -> dict:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(config_schema.pop("$defs", {}))
         components["JobConfig"] = config_schema
+        compare_schema = CompareConfig.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(compare_schema.pop("$defs", {}))
+        components["CompareConfig"] = compare_schema
         _closed_sets(components)
         _own_validation_errors(schema)
         app.openapi_schema = schema

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import logging
 
+from .compare_store import CompareStore
+from .compares import advance
+from .contract import ENDED_STATUSES
 from .periodic import Periodic
 from .queue import JobQueue
 from .settings import Settings
+from .storage import LocalStorage
 from .store import JobStore
 
 log = logging.getLogger("reluswap.reaper")
 
 
-def sweep(store: JobStore, queue: JobQueue, settings: Settings) -> list[tuple[str, str]]:
-    """One pass; returns (job id, action) for every job it touched."""
+def sweep(store: JobStore, queue: JobQueue, settings: Settings, storage: LocalStorage | None = None
+          ) -> list[tuple[str, str]]:
+    """One pass; returns (job or compare id, action) for every one it touched."""
     actions = []
     stale_after = settings.heartbeat_timeout_s
     for job in store.stale_jobs(stale_after):
@@ -40,6 +45,23 @@ def sweep(store: JobStore, queue: JobQueue, settings: Settings) -> list[tuple[st
                 actions.append((job_id, "cancelled"))
     for job_id, action in actions:
         log.warning("reaper: job %s %s", job_id, action)
+    actions += advance_compares(store, queue, settings, storage or LocalStorage(settings.storage_dir))
+    return actions
+
+
+def advance_compares(store: JobStore, queue: JobQueue, settings: Settings, storage: LocalStorage
+                     ) -> list[tuple[str, str]]:
+    """Compares whose last child's worker died before the leaderboard (or before dispatching):
+    advance() is idempotent, so doing it again here is safe."""
+    compares, actions = CompareStore(store), []
+    for compare_id in compares.unfinished():
+        try:
+            status = advance(compares, storage, queue, compare_id, settings.compare_alpha)
+        except Exception:
+            log.exception("reaper: compare %s could not be advanced", compare_id)
+            continue
+        if status in ENDED_STATUSES:
+            actions.append((compare_id, status))
     return actions
 
 
@@ -48,5 +70,6 @@ class Reaper(Periodic):
 
     def __init__(self, store: JobStore, queue: JobQueue, settings: Settings, interval: float | None = None):
         interval = interval if interval is not None else max(0.5, settings.heartbeat_timeout_s / 2)
-        super().__init__("reluswap-reaper", interval, lambda: sweep(store, queue, settings))
+        storage = LocalStorage(settings.storage_dir)
+        super().__init__("reluswap-reaper", interval, lambda: sweep(store, queue, settings, storage))
         self.store, self.queue, self.settings = store, queue, settings

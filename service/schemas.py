@@ -30,10 +30,47 @@ class Job(BaseModel):
     error: JobError | None
     attempts: int
     artifacts: list[dict[str, Any]]
+    compare_id: str | None = Field(default=None, description="the compare job this job is a child of")
+    arm: str | None = Field(default=None, description="its arm in the compare job")
+    seed_index: int | None = Field(default=None, description="its seed's index in the arm (train.seed = base + index)")
 
 
 class JobList(BaseModel):
     data: list[Job]
+    has_more: bool
+
+
+class CompareChild(BaseModel):
+    id: str
+    seed_index: int | None
+    status: JobStatus
+    error: JobError | None
+
+
+class CompareArm(BaseModel):
+    name: str
+    control: bool = Field(description="original and relu are the controls every arm is measured against")
+    children: list[CompareChild]
+
+
+class Compare(BaseModel):
+    id: str
+    status: JobStatus
+    created_at: str
+    finished_at: str | None
+    config: dict[str, Any]
+    progress: dict[str, Any] = Field(description="children, ended, fraction (of children ended)")
+    arms: list[CompareArm]
+    winner: dict[str, Any] | None = Field(description="once succeeded: the best arm better than the relu control, "
+                                          "or the control when none is")
+    leaderboard: list[dict[str, Any]] | None = Field(description="once succeeded: rank, arm, verdict, mean accuracy "
+                                                     "(leaderboard.json has everything)")
+    error: JobError | None
+    artifacts: list[dict[str, Any]]
+
+
+class CompareList(BaseModel):
+    data: list[Compare]
     has_more: bool
 
 

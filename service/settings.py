@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=12 * 3600, ge=1)
     queue: str = "gpu"
 
+    # Compare jobs: the largest grid accepted (children, the original included) and the level at
+    # which a difference to the ReLU control counts (Holm-corrected McNemar).
+    max_children: int = Field(default=64, ge=2)
+    compare_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+
     sse_poll_s: float = Field(default=0.5, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
     readiness_timeout_s: float = Field(default=1.0, gt=0)

@@ -26,9 +26,13 @@ class StorageError(ValueError):
     """A name that would leave the storage root, or is not a plain file name."""
 
 
+# The artifacts a job writes, by suffix; anything else is bytes.
+_CONTENT_TYPES = {".json": "application/json", ".html": "text/html; charset=utf-8", ".png": "image/png",
+                  ".csv": "text/csv; charset=utf-8", ".onnx": "application/octet-stream"}
+
+
 def content_type(name: str) -> str:
-    # Two types only, both declared in the OpenAPI schema: reports are JSON, the rest is binary.
-    return "application/json" if name.lower().endswith(".json") else "application/octet-stream"
+    return _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
 
 
 def _check_name(name: str, what: str) -> str:

@@ -72,6 +72,10 @@ def _job(row) -> dict[str, Any]:
         "worker": row.worker,
         "heartbeat_at": rfc3339(row.heartbeat_at),
         "cancel_requested": bool(row.cancel_requested),
+        "compare_id": row.compare_id,
+        "arm": row.arm,
+        "child_kind": row.child_kind,
+        "seed_index": row.seed_index,
     }
 
 
@@ -154,11 +158,13 @@ class JobStore:
         return None if row is None else _job(row)
 
     def list_jobs(self, owner: str, limit: int = 20, after: str | None = None,
-                  status: str | None = None) -> tuple[list[dict], bool]:
+                  status: str | None = None, compare_id: str | None = None) -> tuple[list[dict], bool]:
         """Newest first; `after` is the id of the last job of the previous page."""
         q = select(jobs).where(jobs.c.owner == owner)
         if status is not None:
             q = q.where(jobs.c.status == status)
+        if compare_id is not None:
+            q = q.where(jobs.c.compare_id == compare_id)
         with self.engine.connect() as c:
             if after is not None:
                 cur = c.execute(select(jobs.c.created_at, jobs.c.id)

@@ -62,11 +62,37 @@ jobs = Table(
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("heartbeat_at", UTCDateTime),
+    # A child of a compare job: its compare, arm, kind (original | train) and seed index.
+    Column("compare_id", String(64)),
+    Column("arm", String(255)),
+    Column("child_kind", String(16)),
+    Column("seed_index", Integer),
     # Listing is per owner, newest first; the cursor compares (created_at, id).
     Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+    Index("ix_jobs_compare", "compare_id"),
     Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
     # One live key per owner; an expired key is released (set NULL) before reuse.
     Index("ux_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
+)
+
+compares = Table(
+    "compares",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    # Stored only when it ends; until then derived from the children (compare_store.py).
+    Column("status", String(16), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("controls", JSON, nullable=False),  # arm names of the controls
+    Column("dispatched", Boolean, nullable=False, default=False),  # training children sent
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("result", JSON),  # winner and a summary of the leaderboard
+    Column("error", JSON),
+    Column("artifacts", JSON),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index("ix_compares_owner_created", "owner", "created_at", "id"),
+    Index("ix_compares_status", "status"),
 )
 
 job_events = Table(

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from .compare_config import ChildPlan, CompareConfig, child_count, plan_children
 from .errors import ApiError
-from .job_config import ConfigError, JobConfig, parse_config
+from .job_config import ConfigError, JobConfig, validation_message
 from .paths import is_inside
 from .settings import Settings
 
@@ -30,18 +31,15 @@ def _model_level_param(message: str) -> str | None:
     return None
 
 
-def check_config(data: Any) -> JobConfig:
+def check_config(data: Any, schema: type[BaseModel] = JobConfig, what: str = "job config"):
     if not isinstance(data, dict):
-        raise ApiError(422, "the job config must be a JSON object", "invalid_config", "config")
+        raise ApiError(422, f"the {what} must be a JSON object", "invalid_config", "config")
     try:
-        return JobConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        try:  # the same message the CLI prints: one line per problem, with the accepted values
-            parse_config(data)
-            message = str(err)
-        except ConfigError as cerr:
-            message = str(cerr)
+        # the same message the CLI prints: one line per problem, with the accepted values
+        message = f"invalid {what}:\n  " + validation_message(err)
         param = _param(first["loc"]) or _model_level_param(first["msg"])
         raise ApiError(422, message, "invalid_config", param) from None
 
@@ -74,6 +72,26 @@ def check_uploads(cfg: JobConfig, parts: set[str]) -> None:
         if part in parts and not wanted:
             raise ApiError(422, f"a '{part}' file was sent but {field[part]} is not 'upload'",
                            "unexpected_upload", part)
+
+
+def validate_compare(data: Any, settings: Settings, parts: set[str]) -> tuple[dict, list[ChildPlan]]:
+    """The normalized compare config and its children, or ApiError 422 (a grid over
+    settings.max_children names its count)."""
+    cfg = check_config(data, CompareConfig, "compare config")
+    count = child_count(cfg)
+    if count > settings.max_children:
+        raise ApiError(422, f"the grid makes {count} child jobs (1 original + {cfg.seeds} seeds x "
+                            f"{count // cfg.seeds} arms, the relu control included); at most {settings.max_children} "
+                            "are accepted (RELUSWAP_MAX_CHILDREN): fewer activations, strategies or seeds",
+                       "too_many_children", "seeds")
+    try:
+        plans = plan_children(cfg)
+    except ConfigError as err:
+        raise ApiError(422, str(err), "invalid_config", "activations") from None
+    first = JobConfig.model_validate(plans[0].config)
+    check_data_roots(first, settings)
+    check_uploads(first, parts)
+    return cfg.model_dump(mode="json"), plans
 
 
 def validate_job(data: Any, settings: Settings, parts: set[str]) -> dict:

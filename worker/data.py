@@ -68,6 +68,7 @@ class DataBundle:
     std: list[float]
     uri: str
     notes: list[str] = field(default_factory=list)
+    test: Dataset | None = None  # held out of the training data when dataset.test_split is set
 
     @property
     def num_classes(self) -> int:
@@ -78,6 +79,7 @@ class DataBundle:
             "uri": self.uri,
             "train_size": len(self.train),
             "val_size": len(self.val),
+            "test_size": len(self.test) if self.test is not None else 0,
             "num_classes": self.num_classes,
             "classes": self.classes,
             "image_size": self.image_size,
@@ -295,6 +297,32 @@ def _torchvision(cfg: DatasetConfig, name: str, size: int | None, download: bool
 # ---------------------------------------------------------------- entry point
 
 
+def targets_of(dataset: Dataset) -> list[int]:
+    """Class labels of a dataset, without loading images where the dataset keeps them."""
+    if isinstance(dataset, Subset):
+        base = targets_of(dataset.dataset)
+        return [base[i] for i in dataset.indices]
+    for attr in ("targets", "labels"):
+        if hasattr(dataset, attr):
+            return [int(t) for t in getattr(dataset, attr)]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def hold_out_test(bundle: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """Split a stratified test set off the training split (seeded: every child of a compare job
+    holds out the same images). The test images are never augmented."""
+    train_idx, test_idx = stratified_split(targets_of(bundle.train), fraction, seed)
+    plain = bundle.train
+    if getattr(plain, "augment", False):
+        import copy
+
+        plain = copy.copy(plain)
+        plain.augment = False
+    bundle.train, bundle.test = Subset(bundle.train, train_idx), Subset(plain, test_idx)
+    bundle.notes.append(f"test split: {len(test_idx)} images held out of the training data (seed {seed})")
+    return bundle
+
+
 def load_data(
     cfg: DatasetConfig,
     work_dir: str | os.PathLike,
@@ -306,6 +334,14 @@ def load_data(
     """Resolve the dataset reference. work_dir receives extracted archives. allowed_roots (if
     given) confines imagefolder:/archive: paths, as the service does; files["dataset"] is the
     uploaded archive for uri "upload"."""
+    bundle = _load(cfg, work_dir, files, allowed_roots, download, archive_limits)
+    if cfg.test_split is not None:
+        # A seed apart from the validation split's, so the two draws are independent.
+        bundle = hold_out_test(bundle, cfg.test_split, cfg.split_seed + 1)
+    return bundle
+
+
+def _load(cfg: DatasetConfig, work_dir, files, allowed_roots, download, archive_limits) -> DataBundle:
     uri = cfg.uri
     scheme, _, rest = uri.partition(":")
     size = cfg.image_size or DEFAULT_SIZE.get(scheme)

@@ -12,6 +12,9 @@ from torch.utils.data import DataLoader
 from .precision import Precision
 from .progress import Reporter
 
+# Confusion matrices beyond this many classes would dwarf the rest of report.json.
+MAX_CONFUSION_CLASSES = 100
+
 
 @dataclass
 class EvalResult:
@@ -19,9 +22,18 @@ class EvalResult:
     accuracy: float
     samples: int
     logits: torch.Tensor | None = None  # (N, classes) float32 on CPU, when asked for
+    correct: torch.Tensor | None = None  # (N,) bool on CPU: the prediction was right, in loader order
+    confusion: list[list[int]] | None = None  # rows: true class, columns: predicted
 
     def to_dict(self) -> dict:
-        return {"loss": self.loss, "accuracy": self.accuracy, "samples": self.samples}
+        out = {"loss": self.loss, "accuracy": self.accuracy, "samples": self.samples}
+        if self.confusion is not None:
+            out["confusion"] = self.confusion
+        return out
+
+    def correct_bits(self) -> str:
+        """The correct vector as a string of 0/1 (compact in JSON; McNemar reads it)."""
+        return "".join("1" if c else "0" for c in self.correct.tolist())
 
 
 def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logits: bool = False,
@@ -30,7 +42,7 @@ def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logi
     at-init and final numbers are measured alike."""
     was_training = model.training
     model.eval()
-    total_loss, correct, seen, kept = 0.0, 0, 0, []
+    total_loss, seen, kept, hits, pairs = 0.0, 0, [], [], []
     try:
         with torch.no_grad(), precision.strict():
             for x, y in data:
@@ -39,7 +51,9 @@ def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logi
                 x, y = precision.inputs(x), y.to(precision.device)
                 out = model(x).float()
                 total_loss += float(F.cross_entropy(out, y, reduction="sum"))
-                correct += int((out.argmax(1) == y).sum())
+                predicted = out.argmax(1)
+                hits.append((predicted == y).cpu())
+                pairs.append(torch.stack([y, predicted]).cpu())
                 seen += len(y)
                 if keep_logits:
                     kept.append(out.cpu())
@@ -47,4 +61,12 @@ def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logi
         model.train(was_training)
     if seen == 0:
         raise ValueError("the validation split is empty")
-    return EvalResult(total_loss / seen, correct / seen, seen, torch.cat(kept) if keep_logits else None)
+    correct = torch.cat(hits)
+    classes = out.shape[1]
+    confusion = None
+    if classes <= MAX_CONFUSION_CLASSES:
+        true, predicted = torch.cat(pairs, dim=1)
+        confusion = torch.bincount(true * classes + predicted, minlength=classes * classes)
+        confusion = confusion.reshape(classes, classes).tolist()
+    return EvalResult(total_loss / seen, int(correct.sum()) / seen, seen, torch.cat(kept) if keep_logits else None,
+                      correct, confusion)

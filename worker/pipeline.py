@@ -56,6 +56,9 @@ REPORT_FILE = "report.json"
 TIE_TOLERANCE = 1e-4
 RELOAD_TOLERANCE = 1e-6
 CALIBRATION_BATCHES = 8
+MODEL_INIT_SEED = 0
+# A compare job's original writes these; its children read them instead of measuring again.
+ORIGINAL_LOGITS = "original_logits.safetensors"
 
 
 def compare_predictions(before: torch.Tensor, after: torch.Tensor) -> dict:
@@ -91,12 +94,16 @@ class JobResult:
 
 class _Job:
     def __init__(self, cfg: JobConfig, out_dir: Path, reporter: Reporter, files: dict, checkpoint_dir: Path,
-                 work_dir: Path, device, allowed_data_roots, download: bool):
+                 work_dir: Path, device, allowed_data_roots, download: bool, measure_only: bool = False):
         self.cfg, self.out_dir, self.reporter = cfg, out_dir, reporter
         self.files, self.checkpoint_dir, self.work_dir = files, checkpoint_dir, work_dir
         self.device = pick_device(device)
         self.precision = Precision.choose(self.device, cfg.train.amp, cfg.train.channels_last)
         self.allowed_data_roots, self.download = allowed_data_roots, download
+        # measure_only: load and measure the original model, nothing else (a compare's `original`).
+        # files["original"]: that measurement's folder, reused instead of measuring again.
+        self.measure_only = measure_only
+        self.original_dir = Path(files["original"]) if files.get("original") else None
         self.metrics: dict = {k: None for k in (
             "baseline_accuracy", "converted_accuracy_at_init", "final_accuracy", "relative_error_decrease",
             "sites_total", "sites_replaced")}
@@ -114,6 +121,7 @@ class _Job:
         self.num_classes: int | None = None
         self.conversion = None
         self.trainer: Trainer | None = None
+        self.converted: torch.nn.Module | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -152,12 +160,22 @@ class _Job:
         with self._timed("loading"):
             data, model = self._load()
         val_loader = loader(data.val, cfg.train.batch_size, self.device)
+        test_loader = loader(data.test, cfg.train.batch_size, self.device) if data.test is not None else None
 
         with self._timed("baseline"):
-            baseline = evaluate(model, val_loader, self.precision, keep_logits=True, reporter=self.reporter)
+            if self.original_dir is not None:
+                baseline = self._reuse_original(data)
+            else:
+                baseline = evaluate(model, val_loader, self.precision, keep_logits=True, reporter=self.reporter)
+                self.report["baseline"] = baseline.to_dict()
+                if test_loader is not None:
+                    self.report["baseline"]["test_accuracy"] = evaluate(
+                        model, test_loader, self.precision, reporter=self.reporter).accuracy
+                self.report["activation_stats"] = {"before": self._stats(model, data), "after": None}
             self.metrics["baseline_accuracy"] = baseline.accuracy
-            self.report["baseline"] = baseline.to_dict()
-            self.report["activation_stats"] = {"before": self._stats(model, data), "after": None}
+        if self.measure_only:
+            self._save_original(baseline)
+            return self._finish("succeeded")
 
         with self._timed("converting"):
             conversion = self._convert(model, data)
@@ -181,18 +199,24 @@ class _Job:
                 "weight_decay": {g["name"]: g["weight_decay"] for g in groups},
             }
             trainer = Trainer(converted, groups, data.train, data.val, cfg.train, self.precision, self.reporter,
-                              self.checkpoint_dir / CHECKPOINT_FILE, config_fingerprint(cfg.checkpoint_key()))
+                              self.checkpoint_dir / CHECKPOINT_FILE, config_fingerprint(cfg.checkpoint_key()),
+                              test_set=data.test)
             self.reporter.emit({"type": "progress", "stage": "training", "epoch": trainer.epoch,
                                 "epochs": trainer.epochs, "step": 0, "steps": trainer.total_steps, "fraction": 0.0})
             self.trainer = trainer
             trainer.fit(resume=resume)
             self.report["training"] = self._training_record()
+            self.report["peak"] = peak_epoch(self.report["training"]["epochs"])
 
         with self._timed("verifying"):
             final = evaluate(converted, val_loader, self.precision, keep_logits=False, reporter=self.reporter)
             self.metrics["final_accuracy"] = final.accuracy
             self.metrics["relative_error_decrease"] = relative_error_decrease(baseline.accuracy, final.accuracy)
             self.report["final"] = final.to_dict()
+            self.report["predictions"] = {"val_correct": final.correct_bits()}
+            if test_loader is not None:
+                self.report["final"]["test_accuracy"] = evaluate(
+                    converted, test_loader, self.precision, reporter=self.reporter).accuracy
             self.report["activation_stats"]["after"] = self._stats(converted, data)
             self.report["parameter_stats"]["final"] = parameter_stats(converted, conversion.sites)
 
@@ -201,6 +225,36 @@ class _Job:
         result = self._finish("succeeded")
         result.model = converted
         return result
+
+    def _save_original(self, baseline) -> None:
+        """What every child of the compare reuses: the measurement (report.json) and the logits
+        the at-init check compares against."""
+        from safetensors.torch import save_file
+
+        self.report["predictions"] = {"val_correct": baseline.correct_bits()}
+        save_file({"val": baseline.logits.contiguous()}, str(self.out_dir / ORIGINAL_LOGITS))
+        self.artifacts.append(ORIGINAL_LOGITS)
+
+    def _reuse_original(self, data: DataBundle):
+        """The original's measurement, read from its folder; it must be of these very images."""
+        import json
+
+        from safetensors.torch import load_file
+
+        from .evaluation import EvalResult
+
+        report = json.loads((self.original_dir / REPORT_FILE).read_text())
+        logits = load_file(str(self.original_dir / ORIGINAL_LOGITS))["val"]
+        measured = report["baseline"]
+        if measured["samples"] != len(data.val) or logits.shape[0] != len(data.val):
+            raise InputError(f"the original was measured on {measured['samples']} validation images, this job has "
+                             f"{len(data.val)}: not the same data split", "dataset")
+        self.report["baseline"] = {**measured, "reused": True}  # measured once, by the compare's original
+        self.report["activation_stats"] = {"before": report["activation_stats"]["before"], "after": None}
+        bits = report["predictions"]["val_correct"]
+        correct = torch.tensor([b == "1" for b in bits])
+        return EvalResult(measured["loss"], measured["accuracy"], measured["samples"], logits, correct,
+                          measured.get("confusion"))
 
     def _load(self) -> tuple[DataBundle, torch.nn.Module]:
         cfg = self.cfg
@@ -211,7 +265,11 @@ class _Job:
                 f"model.num_classes is {cfg.model.num_classes} but the dataset {cfg.dataset.uri} has "
                 f"{data.num_classes} classes", "model.num_classes")
         num_classes = cfg.model.num_classes or data.num_classes
-        model = build(cfg.model.arch, num_classes, cfg.model.weights, self.files.get("weights")).eval()
+        # Random weights (model.weights "none") come from a fixed seed, not train.seed: the jobs of a
+        # compare differ only in training, so they must start from the same network.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(MODEL_INIT_SEED)
+            model = build(cfg.model.arch, num_classes, cfg.model.weights, self.files.get("weights")).eval()
         example = data.val[0][0][None]
         with torch.no_grad():
             outputs = model(example).shape[-1]
@@ -325,6 +383,15 @@ class _Job:
         return JobResult(status, dict(self.metrics), self.out_dir, artifacts, error, self.report)
 
 
+def peak_epoch(epochs: list[dict]) -> dict | None:
+    """The epoch with the best validation accuracy (the first, on ties), as the papers report
+    peak accuracy; with a test split, its test accuracy is the honest number."""
+    if not epochs:
+        return None
+    best = max(epochs, key=lambda e: (e["val_accuracy"], -e["epoch"]))
+    return {"epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "test_accuracy": best.get("test_accuracy")}
+
+
 def run_job(
     config: dict | JobConfig,
     out_dir: str | os.PathLike,
@@ -340,6 +407,7 @@ def run_job(
     download: bool = True,
     progress_interval: float = 2.0,
     keep_checkpoints: bool = False,
+    measure_only: bool = False,
 ) -> JobResult:
     """Run one fine-tuning job; write its artifacts to out_dir.
 
@@ -361,7 +429,7 @@ def run_job(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
     work_dir = Path(work_dir) if work_dir is not None else out_dir / "work"
     job = _Job(cfg, out_dir, reporter, dict(files or {}), checkpoint_dir, work_dir, device, allowed_data_roots,
-               download)
+               download, measure_only)
     try:
         result = job.run(resume)
         if not keep_checkpoints:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+from service.compare_store import CompareStore
 from service.contract import ENDED_STATUSES
 from service.periodic import Periodic
 from service.settings import Settings
@@ -117,6 +118,7 @@ def execute(job_id: str, settings: Settings) -> str:
     job = _claim(store, job_id, worker, settings)
     if job is None:
         return "skipped"
+    files, measure_only = _compare_inputs(store, storage, job)
     heartbeat = _Heartbeat(store, job_id, worker, interval=max(0.5, settings.heartbeat_timeout_s / 4))
     heartbeat.start()
     reporter = _Reporter(store, job_id, worker, heartbeat)
@@ -127,10 +129,11 @@ def execute(job_id: str, settings: Settings) -> str:
             storage.artifacts_dir(job_id),
             progress=reporter,
             should_cancel=reporter.should_cancel,
-            files=storage.uploads(job_id),
+            files=files,
             checkpoint_dir=job_dir / "checkpoints",
             work_dir=job_dir / "work",
             allowed_data_roots=settings.allowed_data_roots,
+            measure_only=measure_only,
         )
         status, metrics, error = result.status, result.metrics, result.error
     except Exception as err:  # a bug, not bad input: fail the job with what we know
@@ -142,4 +145,32 @@ def execute(job_id: str, settings: Settings) -> str:
         log.warning("job %s: claim lost (requeued or deleted); not recording %s", job_id, status)
         return "lost"
     store.finish(job_id, worker, status, metrics=metrics, error=error, artifacts=storage.list_artifacts(job_id))
+    if job.get("compare_id"):
+        _advance_compare(store, storage, settings, job["compare_id"])
     return status
+
+
+def _compare_inputs(store: JobStore, storage: LocalStorage, job: dict) -> tuple[dict, bool]:
+    """A child of a compare job reads the uploads stored once under the compare, and the original's
+    measurement; the original itself only measures."""
+    compare_id = job.get("compare_id")
+    if not compare_id:
+        return storage.uploads(job["id"]), False
+    files = storage.uploads(compare_id)
+    if job["child_kind"] == "original":
+        return files, True
+    original = CompareStore(store).original(compare_id)
+    files["original"] = storage.artifacts_dir(original["id"])
+    return files, False
+
+
+def _advance_compare(store: JobStore, storage: LocalStorage, settings: Settings, compare_id: str) -> None:
+    """After a child ended: dispatch, or write the leaderboard when it was the last. A failure here
+    is logged only: the reaper advances every unfinished compare too."""
+    from service.compares import advance
+    from service.queue import CeleryQueue
+
+    try:
+        advance(CompareStore(store), storage, CeleryQueue(settings), compare_id, settings.compare_alpha)
+    except Exception:
+        log.exception("compare %s: advancing after a child ended failed (the reaper will retry)", compare_id)

@@ -97,7 +97,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, groups: list[dict], train_set: Dataset, val_set: Dataset,
                  cfg: TrainConfig, precision: Precision, reporter: Reporter,
-                 checkpoint_path: str | os.PathLike | None = None, fingerprint: str | None = None):
+                 checkpoint_path: str | os.PathLike | None = None, fingerprint: str | None = None,
+                 test_set: Dataset | None = None):
         self.model = model
         self.cfg = cfg
         self.precision = precision
@@ -121,6 +122,9 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # completed steps
         self.val_loader = loader(val_set, cfg.batch_size, precision.device)
+        # A held-out test split (compare jobs): measured every epoch, so the epoch chosen on
+        # validation is reported on data that did not choose it.
+        self.test_loader = loader(test_set, cfg.batch_size, precision.device) if test_set is not None else None
         setting = cfg.compile
         self.step_model = StepModel(model, resolve_compile(setting, precision.device),
                                     required=setting in ("on", True), reporter=reporter, setting=setting)
@@ -271,6 +275,8 @@ class Trainer:
             "images_per_s": seen / max(train_seconds, 1e-9),  # includes compiling, in the first epoch
             "compiled": self.step_model.compiled,
         }
+        if self.test_loader is not None:
+            record["test_accuracy"] = evaluate(model, self.test_loader, precision, reporter=reporter).accuracy
         self.history.epochs.append(record)
         reporter.emit({"type": "epoch", "epochs": self.epochs, **record, "step": self.step,
                        "steps": self.total_steps})

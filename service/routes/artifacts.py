@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from ..deps import OwnedJob, StorageDep
 from ..errors import ApiError, responses
 from ..schemas import ArtifactList
-from ..storage import StorageError
+from ..storage import LocalStorage, StorageError, content_type
 
 router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
 
@@ -70,8 +70,14 @@ _FILE_CONTENT = {"application/octet-stream": {"schema": {"type": "string", "form
             summary="Download an artifact (Range supported)")
 def download_artifact(job: OwnedJob, name: str, storage: StorageDep,
                       byte_range: Annotated[str | None, Header(alias="Range", description="bytes=first-last")] = None):
+    return serve_artifact(storage, job["id"], name, byte_range)
+
+
+def serve_artifact(storage: LocalStorage, record_id: str, name: str, byte_range: str | None) -> StreamingResponse:
+    """A job's or a compare job's file, whole or one range, with its own content type. Sent as an
+    attachment in a sandbox: an HTML report is never rendered with the API's origin."""
     try:
-        f, size = storage.open_artifact(job["id"], name)
+        f, size = storage.open_artifact(record_id, name)
     except (FileNotFoundError, StorageError):
         raise ApiError(404, f"no artifact {name!r}", "artifact_not_found", "name") from None
     try:
@@ -79,11 +85,12 @@ def download_artifact(job: OwnedJob, name: str, storage: StorageDep,
     except ApiError:
         f.close()
         raise
-    headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'attachment; filename="{name}"'}
+    headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'attachment; filename="{name}"',
+               "Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
     first, last, status = 0, size - 1, 200
     if span is not None:
         (first, last), status = span, 206
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     headers["Content-Length"] = str(last - first + 1)
     return StreamingResponse(_reader(f, first, last - first + 1), status_code=status,
-                             media_type="application/octet-stream", headers=headers)
+                             media_type=content_type(name), headers=headers)

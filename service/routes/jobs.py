@@ -28,9 +28,10 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64, description="id of the last job of the previous page")] = None,
     status: JobStatus | None = None,
+    compare_id: Annotated[str | None, Query(max_length=64, description="only the children of this compare job")] = None,
 ) -> dict:
     try:
-        data, has_more = store.list_jobs(owner, limit=limit, after=after, status=status)
+        data, has_more = store.list_jobs(owner, limit=limit, after=after, status=status, compare_id=compare_id)
     except InvalidCursor as err:
         raise ApiError(422, str(err), "invalid_cursor", "after") from None
     return {"data": data, "has_more": has_more}
