@@ -84,6 +84,10 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
+def _worker_key(index: int) -> str:
+    return "worker" if index == 0 else f"worker{index}"
+
+
 @dataclass
 class Embedded:
     """The running embedded deployment; stop() ends every process it started."""
@@ -95,17 +99,20 @@ class Embedded:
     log_dir: Path | None = None
     redis_port: int | None = None
 
-    def start_worker(self) -> subprocess.Popen:
-        """(Re)start the worker in its own process group, so a test can kill it with its pool child."""
-        log = open(self.log_dir / "worker.log", "ab")
-        self.processes["worker"] = subprocess.Popen(
-            worker_command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    def start_worker(self, index: int = 0) -> subprocess.Popen:
+        """(Re)start worker `index` in its own process group, so a test can kill it with its pool child.
+        Each worker takes one job at a time, as one per GPU would."""
+        name = _worker_key(index)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            worker_command(name=f"reluswap{index}"), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        return self.processes["worker"]
+        return self.processes[name]
 
-    def kill_worker(self) -> None:
-        """SIGKILL the worker and its pool children: a crashed machine, not a shutdown."""
-        process = self.processes["worker"]
+    def kill_worker(self, index: int = 0) -> None:
+        """SIGKILL a worker and its pool children: a crashed machine, not a shutdown."""
+        process = self.processes[_worker_key(index)]
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -120,7 +127,8 @@ class Embedded:
         self.processes["redis"], _ = start_redis(Path(self.env["RELUSWAP_DATA_DIR"]), port=self.redis_port)
 
     def stop(self, timeout: float = 20.0) -> None:
-        for name in ("worker", "api", "redis"):
+        workers = sorted(n for n in self.processes if n.startswith("worker"))
+        for name in (*workers, "api", "redis"):
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue
@@ -128,8 +136,8 @@ class Embedded:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                if name == "worker":
-                    self.kill_worker()
+                if name.startswith("worker"):
+                    self.kill_worker(int(name.removeprefix("worker") or 0))
                 else:
                     process.kill()
                     process.wait()
@@ -143,8 +151,9 @@ def start_embedded(
     extra_env: dict | None = None,
     log_dir: Path | None = None,
     start_worker: bool = True,
+    workers: int = 1,
 ) -> Embedded:
-    """Start redis, the API and one worker; returns once the API answers."""
+    """Start redis, the API and `workers` workers (each one job at a time); returns once the API answers."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or data_dir / "logs"
@@ -170,7 +179,8 @@ def start_embedded(
             api_command(host, port), env=env, stdout=open(log_dir / "api.log", "ab"), stderr=subprocess.STDOUT
         )
         if start_worker:
-            embedded.start_worker()
+            for index in range(workers):
+                embedded.start_worker(index)
         wait_for_port(host, port, 60, embedded.processes["api"])
     except BaseException:
         embedded.stop()

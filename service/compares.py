@@ -71,14 +71,15 @@ def finish(compares: CompareStore, storage: LocalStorage, compare: dict, childre
         return "failed"
     leaderboard["compare_id"] = compare_id
     out = storage.artifacts_dir(compare_id)
-    names = write_leaderboard(leaderboard, out)
+    write_leaderboard(leaderboard, out)
     source = winner_child(leaderboard)
-    names += copy_winner_files(storage.artifacts_dir(source), out) if source else []
+    if source:
+        copy_winner_files(storage.artifacts_dir(source), out)
     summary = [{"rank": a["rank"], "arm": a["name"], "control": a["control"], "verdict": a["verdict"],
                 "final_accuracy": a["final_accuracy"]["mean"] if a["final_accuracy"] else None}
                for a in leaderboard["arms"]]
     result = {"winner": leaderboard["winner"], "leaderboard": summary}
-    compares.finish(compare_id, "succeeded", result=result, artifacts=names)
+    compares.finish(compare_id, "succeeded", result=result, artifacts=storage.list_artifacts(compare_id))
     return "succeeded"
 
 
