@@ -49,6 +49,7 @@ from .report import (
     write_json,
 )
 from .trainer import Trainer
+from .visual import write_visual_report
 
 REPORT_FILE = "report.json"
 # A prediction may change at identity init only where the original's top two logits tie to within
@@ -180,7 +181,7 @@ class _Job:
         with self._timed("converting"):
             conversion = self._convert(model, data)
             del model
-            converted = self._prepare(conversion.model)
+            converted = self.converted = self._prepare(conversion.model)
             at_init = evaluate(converted, val_loader, self.precision, keep_logits=True, reporter=self.reporter)
             self.metrics["converted_accuracy_at_init"] = at_init.accuracy
             self.report["at_init"] = {**at_init.to_dict(), **self._compare_at_init(baseline, at_init)}
@@ -380,7 +381,17 @@ class _Job:
             self.report["training"] = self._training_record()
         write_json(self.out_dir / REPORT_FILE, self.report)
         artifacts = [*self.artifacts, REPORT_FILE]
+        if not self.measure_only:  # the original of a compare is a measurement, not a result to look at
+            artifacts += write_visual_report(self.report, self.out_dir, self._learned_parameters())
         return JobResult(status, dict(self.metrics), self.out_dir, artifacts, error, self.report)
+
+    def _learned_parameters(self) -> dict | None:
+        """The replaced sites' parameters, for the report's shapes, histograms and threshold maps."""
+        if self.converted is None or self.conversion is None:
+            return None
+        keys = {key for site in self.conversion.replaced for key in site.parameters}
+        return {name: p.detach().float().cpu().numpy() for name, p in self.converted.named_parameters()
+                if name in keys}
 
 
 def peak_epoch(epochs: list[dict]) -> dict | None:
