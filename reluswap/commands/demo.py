@@ -2,12 +2,15 @@
 
 Pretrain a resnet18 on builtin:digits (cached), start the embedded service, POST /finetune with
 the weights uploaded (pvlu, all sites), follow progress, download model.onnx, run it in
-onnxruntime on validation images, print the metrics, stop the service.
+onnxruntime on validation images, print the metrics. Then POST /compare: pvlu and frelu against
+the ReLU control over 2 seeds, and print the leaderboard with its verdicts. With DEMO_KEEP=1 the
+service stays up (the dashboard at /ui) until Ctrl-C; then it stops.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,6 +24,10 @@ def add(sub) -> None:
     p.add_argument("--strategy", default="all")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the job")
+    p.add_argument("--compare-activations", default="pvlu,frelu",
+                   help="the demo's compare job: these against the ReLU control (empty: skip it)")
+    p.add_argument("--compare-seeds", type=int, default=2)
+    p.add_argument("--compare-steps", type=int, default=30, help="training steps of each compare child")
     p.set_defaults(run=run)
 
 
@@ -128,7 +135,65 @@ def run(args) -> int:
                 if key in m:
                     print(f"[demo]   {key:<28} {m[key]}")
             print(f"[demo]   onnxruntime accuracy on {total} images: {correct}/{total}")
+            if args.compare_activations:
+                _compare(client, weights, args)
+            if os.environ.get("DEMO_KEEP") == "1":
+                _keep_serving(service)
     finally:
         print("[demo] stopping the service")
         service.stop()
     return 0
+
+
+def _compare(client, weights: Path, args) -> None:
+    """The verdict, not only a number: the same fine-tune against the ReLU control, over seeds."""
+    from rich.console import Console
+
+    from ._leaderboard import leaderboard_table, winner_line
+
+    body = {
+        "model": {"arch": "torchvision:resnet18", "num_classes": 10, "weights": "upload"},
+        "dataset": {"uri": "builtin:digits", "image_size": IMAGE_SIZE},
+        "activations": [a for a in args.compare_activations.split(",") if a],
+        "strategies": [args.strategy],
+        "seeds": args.compare_seeds,
+        "train": {"max_steps": args.compare_steps, "batch_size": 64, "lr": 0.001, "seed": 0},
+        "export": {"onnx": False, "pt2": False},
+    }
+    with weights.open("rb") as f:
+        response = client.post("/compare", data={"config": json.dumps(body)},
+                               files={"weights": (weights.name, f, "application/octet-stream")})
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /compare answered {response.status_code}: {response.text}")
+    compare = response.json()
+    total = compare["progress"]["children"]
+    print(f"[demo] POST /compare -> 202, compare job {compare['id']}: {total} children "
+          f"(the original, then relu + {', '.join(body['activations'])} x {body['seeds']} seeds)")
+    deadline, last = time.monotonic() + args.timeout, None
+    while time.monotonic() < deadline:
+        compare = client.get(f"/compare/{compare['id']}").raise_for_status().json()
+        line = f"[demo] compare {compare['status']:<10} {compare['progress']['ended']}/{total} children ended"
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if compare["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(1.0)
+    else:
+        raise RuntimeError(f"compare job {compare['id']} did not end within {args.timeout:.0f} s")
+    if compare["status"] != "succeeded":
+        raise RuntimeError(f"compare job {compare['status']}: {compare.get('error')}")
+    board = client.get(f"/compare/{compare['id']}/artifacts/leaderboard.json").raise_for_status().json()
+    console = Console()
+    console.print(leaderboard_table(board))
+    console.print(winner_line(board))
+
+
+def _keep_serving(service) -> None:
+    print(f"[demo] the dashboard: {service.url}/ui  (API key: {service.api_key})")
+    print("[demo] serving until Ctrl-C")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
