@@ -12,10 +12,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, select, update
 
 from .contract import ENDED_STATUSES
-from .store import InvalidCursor, JobEnded, JobNotEnded, JobNotFound, JobStore, _job, _ts, rfc3339
+from .store import JobEnded, JobNotEnded, JobNotFound, JobStore, _job, newest_first_page, rfc3339
 from .tables import compares, job_events, jobs
 
 
@@ -116,15 +116,7 @@ class CompareStore:
         """Newest first; `after` is the id of the last compare of the previous page."""
         q = select(compares).where(compares.c.owner == owner)
         with self.engine.connect() as c:
-            if after is not None:
-                cur = c.execute(select(compares.c.created_at, compares.c.id)
-                                .where(compares.c.id == after, compares.c.owner == owner)).first()
-                if cur is None:
-                    raise InvalidCursor(f"unknown cursor {after!r}: pass the id of a compare job from the "
-                                        "previous page")
-                q = q.where(or_(compares.c.created_at < _ts(cur.created_at),
-                                and_(compares.c.created_at == _ts(cur.created_at), compares.c.id < cur.id)))
-            rows = c.execute(q.order_by(compares.c.created_at.desc(), compares.c.id.desc()).limit(limit + 1)).all()
+            rows = newest_first_page(c, compares, q, owner, limit, after, "compare job")
         return [_compare(r, self.children(r.id)) for r in rows[:limit]], len(rows) > limit
 
     def request_cancel(self, compare_id: str, owner: str) -> list[str]:

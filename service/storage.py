@@ -27,12 +27,13 @@ class StorageError(ValueError):
 
 
 # The artifacts a job writes, by suffix; anything else is bytes.
-_CONTENT_TYPES = {".json": "application/json", ".html": "text/html; charset=utf-8", ".png": "image/png",
-                  ".csv": "text/csv; charset=utf-8", ".onnx": "application/octet-stream"}
+_BY_SUFFIX = {".json": "application/json", ".html": "text/html; charset=utf-8", ".png": "image/png",
+              ".csv": "text/csv; charset=utf-8"}
+CONTENT_TYPES = (*_BY_SUFFIX.values(), "application/octet-stream")
 
 
 def content_type(name: str) -> str:
-    return _CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+    return _BY_SUFFIX.get(Path(name).suffix.lower(), "application/octet-stream")
 
 
 def _check_name(name: str, what: str) -> str:

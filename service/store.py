@@ -95,6 +95,19 @@ def _ts(value: datetime):
     return literal(value, UTCDateTime())
 
 
+def newest_first_page(c, table, q, owner: str, limit: int, after: str | None, what: str) -> list:
+    """limit + 1 rows of q, newest first (created_at, then id); `after` is the id of the last row of
+    the previous page, which must be one of the owner's (else InvalidCursor)."""
+    if after is not None:
+        cur = c.execute(select(table.c.created_at, table.c.id)
+                        .where(table.c.id == after, table.c.owner == owner)).first()
+        if cur is None:
+            raise InvalidCursor(f"unknown cursor {after!r}: pass the id of a {what} from the previous page")
+        q = q.where(or_(table.c.created_at < _ts(cur.created_at),
+                        and_(table.c.created_at == _ts(cur.created_at), table.c.id < cur.id)))
+    return c.execute(q.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)).all()
+
+
 class JobStore:
     def __init__(self, url: str | Engine, create_tables: bool = True):
         self.engine = make_engine(url) if isinstance(url, str) else url
@@ -166,14 +179,7 @@ class JobStore:
         if compare_id is not None:
             q = q.where(jobs.c.compare_id == compare_id)
         with self.engine.connect() as c:
-            if after is not None:
-                cur = c.execute(select(jobs.c.created_at, jobs.c.id)
-                                .where(jobs.c.id == after, jobs.c.owner == owner)).first()
-                if cur is None:
-                    raise InvalidCursor(f"unknown cursor {after!r}: pass the id of a job from the previous page")
-                q = q.where(or_(jobs.c.created_at < _ts(cur.created_at),
-                                and_(jobs.c.created_at == _ts(cur.created_at), jobs.c.id < cur.id)))
-            rows = c.execute(q.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)).all()
+            rows = newest_first_page(c, jobs, q, owner, limit, after, "job")
         return [_job(r) for r in rows[:limit]], len(rows) > limit
 
     def request_cancel(self, job_id: str, owner: str) -> dict:

@@ -208,3 +208,38 @@ async def receive_multipart(request: Request, storage: Storage, max_bytes: int, 
         storage.discard(incoming)
         raise ApiError(422, f"config part is not valid JSON: {err}", "invalid_config", "config") from None
     return Received(incoming, config, rx.files)
+
+
+async def receive_body(request: Request, storage: Storage, settings) -> tuple[Any, Received | None]:
+    """A JSON body, or a multipart one (its files streamed to an incoming folder): (config, received)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json":
+        return await read_json(request, settings.max_config_bytes), None
+    if media == "multipart/form-data":
+        received = await receive_multipart(request, storage, settings.max_upload_bytes, settings.max_config_bytes)
+        return received.config, received
+    raise ApiError(415, "send application/json, or multipart/form-data with a config part and files",
+                   "unsupported_media_type")
+
+
+def upload_body(schema: str, what: str) -> dict:
+    """The OpenAPI requestBody of a route that takes a config as JSON or multipart with files."""
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["config"],
+                    "properties": {
+                        "config": {"type": "string", "description": f"the {what} ({schema}) as JSON"},
+                        "weights": {"type": "string", "format": "binary",
+                                    "description": "state_dict: .safetensors, .pt or .pth"},
+                        "dataset": {"type": "string", "format": "binary",
+                                    "description": "ImageFolder archive: .zip, .tar.gz or .tgz"},
+                    },
+                }
+            },
+        },
+    }

@@ -5,6 +5,7 @@ Flags default to None so that only what the user typed overrides a --config file
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from service.contract import DATASET_SCHEMES, OPTIMIZERS, SCHEDULES, SWITCH_SETTINGS
@@ -63,6 +64,16 @@ def weights_ref(value: str | None, files: dict) -> str | None:
         raise FileNotFoundError(f"--weights: no such file {value!r} (or use none / default)")
     files["weights"] = str(path)
     return "upload"
+
+
+def read_config_file(path: str | None) -> dict:
+    """A --config JSON file (the request body the flags then override); {} without one."""
+    if not path:
+        return {}
+    config = json.loads(Path(path).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path} must hold a JSON object")
+    return config
 
 
 def overlay(config: dict, section: str | None, values: dict) -> None:

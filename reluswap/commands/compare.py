@@ -8,7 +8,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ._jobargs import add_model_data, add_training, model_data_config, overlay, training_config
+from ._jobargs import (
+    add_model_data,
+    add_training,
+    model_data_config,
+    overlay,
+    read_config_file,
+    training_config,
+)
 from ._leaderboard import leaderboard_table, winner_line
 
 
@@ -37,11 +44,7 @@ def _items(text: str | None) -> list[str] | None:
 
 def build_config(args) -> tuple[dict, dict]:
     files: dict = {}
-    config: dict = {}
-    if args.config:
-        config = json.loads(Path(args.config).read_text())
-        if not isinstance(config, dict):
-            raise ValueError(f"--config {args.config} must hold a JSON object")
+    config = read_config_file(args.config)
     model_data_config(args, config, files)
     overlay(config, None, {"activations": _items(args.activations), "strategies": _items(args.strategies),
                            "inits": _items(args.inits), "seeds": args.seeds, "test_split": args.test_split})

@@ -51,24 +51,31 @@ def _pretrained(directory: Path) -> Path:
     return weights
 
 
-def _follow(client, job_id: str, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    last = None
+def _follow(client, path: str, describe, timeout: float) -> dict:
+    """GET path every second until it ends, printing describe(object) whenever it changes."""
+    from service.contract import ENDED_STATUSES
+
+    deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").raise_for_status().json()
-        progress = job.get("progress") or {}
-        line = f"[demo] {job['status']:<10} stage={progress.get('stage', '-')}"
-        if progress.get("steps"):
-            line += f" epoch {progress.get('epoch')}/{progress.get('epochs')} step {progress.get('step')}/{progress.get('steps')}"
-            if progress.get("loss") is not None:
-                line += f" loss {progress['loss']:.4f}"
+        record = client.get(path).raise_for_status().json()
+        line = describe(record)
         if line != last:
             print(line, flush=True)
             last = line
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
+        if record["status"] in ENDED_STATUSES:
+            return record
         time.sleep(1.0)
-    raise RuntimeError(f"job {job_id} did not end within {timeout:.0f} s")
+    raise RuntimeError(f"{path} did not end within {timeout:.0f} s")
+
+
+def _job_line(job: dict) -> str:
+    progress = job.get("progress") or {}
+    line = f"[demo] {job['status']:<10} stage={progress.get('stage', '-')}"
+    if progress.get("steps"):
+        line += f" epoch {progress.get('epoch')}/{progress.get('epochs')} step {progress.get('step')}/{progress.get('steps')}"
+        if progress.get("loss") is not None:
+            line += f" loss {progress['loss']:.4f}"
+    return line
 
 
 def _run_onnx(model_path: Path) -> tuple[int, int]:
@@ -119,7 +126,7 @@ def run(args) -> int:
                 raise RuntimeError(f"POST /finetune answered {response.status_code}: {response.text}")
             job = response.json()
             print(f"[demo] POST /finetune -> 202, job {job['id']} ({response.headers.get('location')})")
-            job = _follow(client, job["id"], args.timeout)
+            job = _follow(client, f"/jobs/{job['id']}", _job_line, args.timeout)
             if job["status"] != "succeeded":
                 raise RuntimeError(f"job {job['status']}: {job.get('error')}")
             artifacts = client.get(f"/jobs/{job['id']}/artifacts").raise_for_status().json()
@@ -169,18 +176,9 @@ def _compare(client, weights: Path, args) -> None:
     total = compare["progress"]["children"]
     print(f"[demo] POST /compare -> 202, compare job {compare['id']}: {total} children "
           f"(the original, then relu + {', '.join(body['activations'])} x {body['seeds']} seeds)")
-    deadline, last = time.monotonic() + args.timeout, None
-    while time.monotonic() < deadline:
-        compare = client.get(f"/compare/{compare['id']}").raise_for_status().json()
-        line = f"[demo] compare {compare['status']:<10} {compare['progress']['ended']}/{total} children ended"
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if compare["status"] in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(1.0)
-    else:
-        raise RuntimeError(f"compare job {compare['id']} did not end within {args.timeout:.0f} s")
+    compare = _follow(client, f"/compare/{compare['id']}",
+                      lambda c: f"[demo] compare {c['status']:<10} {c['progress']['ended']}/{total} children ended",
+                      args.timeout)
     if compare["status"] != "succeeded":
         raise RuntimeError(f"compare job {compare['status']}: {compare.get('error')}")
     board = client.get(f"/compare/{compare['id']}/artifacts/leaderboard.json").raise_for_status().json()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -11,7 +10,14 @@ from rich.table import Table
 from converters.catalog import ACTIVATIONS
 from converters.vocabulary import FALLBACKS, GRANULARITIES, INITS, TRAINABLE_MODES
 
-from ._jobargs import add_model_data, add_training, model_data_config, overlay, training_config
+from ._jobargs import (
+    add_model_data,
+    add_training,
+    model_data_config,
+    overlay,
+    read_config_file,
+    training_config,
+)
 from ._progress import CancelOnInterrupt, ProgressView
 
 
@@ -51,11 +57,7 @@ def _option(text: str) -> tuple[str, object]:
 
 def build_config(args) -> tuple[dict, dict]:
     files: dict = {}
-    config: dict = {}
-    if args.config:
-        config = json.loads(Path(args.config).read_text())
-        if not isinstance(config, dict):
-            raise ValueError(f"--config {args.config} must hold a JSON object")
+    config = read_config_file(args.config)
     model_data_config(args, config, files)
     overlay(config, None, {"activation": args.activation, "strategy": args.strategy})
     overlay(config, "activation_options", {"init": args.init, "granularity": args.granularity,

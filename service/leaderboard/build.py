@@ -33,10 +33,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from service.contract import ENDED_STATUSES
 from service.leaderboard import statistics as st
 
 FORMAT = 1
-STATUSES = ("succeeded", "failed", "cancelled")
+STATUSES = ENDED_STATUSES  # a seed is a child job that has ended
 VERDICTS = ("better", "worse", "no_difference", "failed", "control")
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from ..deps import OwnedJob, StorageDep
 from ..errors import ApiError, responses
 from ..schemas import ArtifactList
-from ..storage import LocalStorage, StorageError, content_type
+from ..storage import CONTENT_TYPES, LocalStorage, StorageError, content_type
 
 router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
 
@@ -58,14 +58,13 @@ def list_artifacts(job: OwnedJob, storage: StorageDep) -> dict:
     return {"data": storage.list_artifacts(job["id"])}
 
 
-# Downloads are bytes whatever the file (a byte range of report.json is not JSON); the listing
-# gives each artifact's own content_type.
-_FILE_CONTENT = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+# Each artifact is served with its own type (the listing's content_type), a range too.
+FILE_CONTENT = {media: {"schema": {"type": "string", "format": "binary"}} for media in CONTENT_TYPES}
 
 
 @router.get("/{name}", response_class=StreamingResponse,
-            responses={200: {"content": _FILE_CONTENT, "description": "the whole file"},
-                       206: {"content": _FILE_CONTENT, "description": "the requested range"},
+            responses={200: {"content": FILE_CONTENT, "description": "the whole file"},
+                       206: {"content": FILE_CONTENT, "description": "the requested range"},
                        **responses(401, 404, 416)},
             summary="Download an artifact (Range supported)")
 def download_artifact(job: OwnedJob, name: str, storage: StorageDep,

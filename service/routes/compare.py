@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..compare_store import CompareStore
@@ -13,31 +14,13 @@ from ..deps import CompareStoreDep, Owner, QueueDep, SettingsDep, StorageDep
 from ..errors import ApiError, log, responses
 from ..schemas import ArtifactList, Compare, CompareList
 from ..store import InvalidCursor, JobEnded, JobNotEnded, JobNotFound
-from ..uploads import Received, read_json, receive_multipart
+from ..uploads import receive_body, upload_body
 from ..validation import validate_compare
-from .artifacts import serve_artifact
+from .artifacts import FILE_CONTENT, serve_artifact
 
 router = APIRouter(prefix="/compare", tags=["compare"])
 
-_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/CompareConfig"}},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["config"],
-                "properties": {
-                    "config": {"type": "string", "description": "the compare config (CompareConfig) as JSON"},
-                    "weights": {"type": "string", "format": "binary",
-                                "description": "state_dict: .safetensors, .pt or .pth (stored once for every child)"},
-                    "dataset": {"type": "string", "format": "binary",
-                                "description": "ImageFolder archive: .zip, .tar.gz or .tgz (stored once)"},
-                },
-            }
-        },
-    },
-}
+_BODY = upload_body("CompareConfig", "compare config")
 
 
 def _not_found(compare_id: str) -> ApiError:
@@ -58,16 +41,7 @@ def _owned(compares: CompareStore, compare_id: str, owner: str) -> dict:
              openapi_extra={"requestBody": _BODY})
 async def create_compare(request: Request, response: Response, owner: Owner, settings: SettingsDep,
                          compares: CompareStoreDep, storage: StorageDep, queue: QueueDep) -> dict:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    received: Received | None = None
-    if media == "application/json":
-        data = await read_json(request, settings.max_config_bytes)
-    elif media == "multipart/form-data":
-        received = await receive_multipart(request, storage, settings.max_upload_bytes, settings.max_config_bytes)
-        data = received.config
-    else:
-        raise ApiError(415, "send application/json, or multipart/form-data with a config part and files",
-                       "unsupported_media_type")
+    data, received = await receive_body(request, storage, settings)
     try:
         config, plans = validate_compare(data, settings, set(received.files) if received else set())
         children = [{"arm": p.arm, "kind": p.kind, "seed_index": p.seed_index, "config": p.config} for p in plans]
@@ -149,7 +123,10 @@ def list_compare_artifacts(compare_id: str, owner: Owner, compares: CompareStore
     return {"data": storage.list_artifacts(compare_id)}
 
 
-@router.get("/{compare_id}/artifacts/{name}", responses=responses(401, 404, 416),
+@router.get("/{compare_id}/artifacts/{name}", response_class=StreamingResponse,
+            responses={200: {"content": FILE_CONTENT, "description": "the whole file"},
+                       206: {"content": FILE_CONTENT, "description": "the requested range"},
+                       **responses(401, 404, 416)},
             summary="Download a compare job's artifact (Range supported)")
 def download_compare_artifact(
     compare_id: str, name: str, owner: Owner, compares: CompareStoreDep, storage: StorageDep,

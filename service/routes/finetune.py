@@ -13,30 +13,12 @@ from ..deps import Owner, QueueDep, SettingsDep, StorageDep, StoreDep
 from ..errors import ApiError, log, responses
 from ..schemas import Job
 from ..store import IdempotencyConflict
-from ..uploads import Received, read_json, receive_multipart
+from ..uploads import Received, receive_body, upload_body
 from ..validation import validate_job
 
 router = APIRouter(tags=["jobs"])
 
-_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/JobConfig"}},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["config"],
-                "properties": {
-                    "config": {"type": "string", "description": "the job config (JobConfig) as JSON"},
-                    "weights": {"type": "string", "format": "binary",
-                                "description": "state_dict: .safetensors, .pt or .pth"},
-                    "dataset": {"type": "string", "format": "binary",
-                                "description": "ImageFolder archive: .zip, .tar.gz or .tgz"},
-                },
-            }
-        },
-    },
-}
+_BODY = upload_body("JobConfig", "job config")
 
 
 def _request_hash(config: dict, received: Received | None) -> str:
@@ -67,16 +49,7 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=255,
                                                   description="same key and body within 24 h: same job")] = None,
 ) -> dict:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    received: Received | None = None
-    if media == "application/json":
-        data = await read_json(request, settings.max_config_bytes)
-    elif media == "multipart/form-data":
-        received = await receive_multipart(request, storage, settings.max_upload_bytes, settings.max_config_bytes)
-        data = received.config
-    else:
-        raise ApiError(415, "send application/json, or multipart/form-data with a config part and files",
-                       "unsupported_media_type")
+    data, received = await receive_body(request, storage, settings)
     try:
         config = validate_job(data, settings, set(received.files) if received else set())
         job, created = await run_in_threadpool(store.create_job, owner, config, idempotency_key or None,

@@ -76,7 +76,8 @@ def test_create_job(api):  # noqa: F811
     assert job["status"] == "queued" and job["attempts"] == 0 and job["artifacts"] == []
     assert job["config"]["activation"] == "pvlu" and job["config"]["train"]["optimizer"] == "adam"  # defaults
     assert set(job) == {"id", "status", "created_at", "started_at", "finished_at", "config", "progress",
-                        "metrics", "error", "attempts", "artifacts"}
+                        "metrics", "error", "attempts", "artifacts", "compare_id", "arm", "seed_index"}
+    assert job["compare_id"] is None and job["arm"] is None  # not a child of a compare job
     assert api.queue.sent == [job["id"]]  # task id == job id
     assert api.client.get(r.headers["location"], headers=api.headers()).json() == job
 
@@ -275,8 +276,9 @@ def test_artifact_download_and_ranges(api, finished):  # noqa: F811
         _error(r, 416, "range_not_satisfiable", "Range")
         assert r.headers["content-range"] == f"bytes */{n}"
     r = api.client.get(f"/jobs/{job_id}/artifacts/report.json", headers=api.headers(Range="bytes=0-3"))
-    assert r.status_code == 206 and r.content == b'{"fi'  # a download is bytes, whatever the file
-    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.status_code == 206 and r.content == b'{"fi'
+    assert r.headers["content-type"] == "application/json"  # the file's own type, as the listing says
+    assert r.headers["content-security-policy"] == "sandbox" and r.headers["x-content-type-options"] == "nosniff"
     # Ignored (whole file): malformed, multiple ranges, other units.
     for spec in ("bytes=5-1", "bytes=0-1,5-6", "items=0-1", "bytes=x-"):
         r = api.client.get(url, headers=api.headers(Range=spec))
@@ -322,7 +324,7 @@ def test_framework_errors_use_the_error_shape(api):  # noqa: F811
     _error(api.client.put("/jobs", headers=api.headers()), 405, "method_not_allowed")
     _error(api.client.get("/jobs", params={"limit": "many"}, headers=api.headers()), 422, "invalid_request", "limit")
     err = _error(api.client.get("/jobs", params={"limt": 5}, headers=api.headers()), 422, "invalid_request", "limt")
-    assert "after, limit, status" in err["message"]  # a typo is not silently ignored
+    assert "after, compare_id, limit, status" in err["message"]  # a typo is not silently ignored
     job = api.create()
     r = api.client.put(f"/jobs/{job['id']}", headers=api.headers())
     _error(r, 405, "method_not_allowed")
