@@ -12,7 +12,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[onnx,data,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[onnx,data,tracking,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -16,6 +16,13 @@ NOT_ENDED_STATUSES = tuple(s for s in JOB_STATUSES if s not in ENDED_STATUSES)
 
 # The stages of a running job, in order (progress.stage in the job object and in events).
 STAGES = ("loading", "baseline", "converting", "training", "verifying", "exporting")
+# The end marker: a succeeded job's progress.stage (stage_index == len(STAGES), fraction 1.0).
+DONE_STAGE = "done"
+PROGRESS_STAGES = (*STAGES, DONE_STAGE)
+# progress.overall: each stage's share of the whole job, a fixed guess of where the time goes (training
+# dominates); a stage without its own fraction counts as done when the next one starts.
+STAGE_WEIGHTS = {"loading": 0.05, "baseline": 0.05, "converting": 0.05, "training": 0.7, "verifying": 0.1,
+                 "exporting": 0.05}
 
 # The Celery task the API sends by name, so it never imports the worker.
 TASK_NAME = "reluswap.finetune"

@@ -190,6 +190,13 @@ class ExportConfig(_Strict):
     pt2: bool = Field(default=True, description="model.pt2: a torch.export program of the converted model")
 
 
+class TrackingConfig(_Strict):
+    tensorboard: bool = Field(default=False, description="TensorBoard event files in the artifact folder "
+                              "tensorboard/: per-step loss and lr, per-epoch metrics, the config")
+    mlflow: bool = Field(default=False, description="an MLflow run at the worker's tracking URI: the config "
+                         "as params, per-epoch metrics, report.json, report.html and the figures")
+
+
 class JobConfig(_Strict):
     model: ModelConfig
     dataset: DatasetConfig
@@ -198,6 +205,7 @@ class JobConfig(_Strict):
     strategy: str = "all"
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     metadata: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("activation")
@@ -228,8 +236,8 @@ class JobConfig(_Strict):
         return self
 
     def checkpoint_key(self) -> dict:
-        """What a checkpoint must agree on to be resumed (metadata and export do not count)."""
-        return self.model_dump(mode="json", exclude={"metadata", "export"})
+        """What a checkpoint must agree on to be resumed (metadata, export and tracking do not count)."""
+        return self.model_dump(mode="json", exclude={"metadata", "export", "tracking"})
 
 
 class ConfigError(ValueError):

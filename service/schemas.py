@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .contract import JOB_STATUSES, STAGES
+from .contract import JOB_STATUSES, PROGRESS_STAGES
 
 JobStatus = Literal[JOB_STATUSES]
 
@@ -25,7 +25,9 @@ class Job(BaseModel):
     finished_at: str | None
     config: dict[str, Any]
     progress: dict[str, Any] | None = Field(
-        description=f"stage ({', '.join(STAGES)}), epoch, epochs, step, steps, fraction")
+        description=f"stage ({', '.join(PROGRESS_STAGES)}), stage_index, stages, fraction (of the stage), overall; "
+        "while training also epoch, epochs, step, steps, loss, accuracy, images_per_s, lr, eta_seconds; while "
+        "evaluating batch, batches")
     metrics: dict[str, Any] | None
     error: JobError | None
     attempts: int

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     max_children: int = Field(default=64, ge=2)
     compare_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
 
+    # Jobs with tracking.mlflow log to this MLflow tracking URI (http(s)://, sqlite:, databricks...);
+    # unset: a SQLite store inside the job's out dir (mlflow/mlflow.db, artifacts in mlflow/artifacts).
+    mlflow_tracking_uri: str | None = None
+
     sse_poll_s: float = Field(default=0.5, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
     readiness_timeout_s: float = Field(default=1.0, gt=0)

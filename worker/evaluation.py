@@ -44,8 +44,12 @@ def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logi
     model.eval()
     total_loss, seen, kept, hits, pairs = 0.0, 0, [], [], []
     try:
+        batches = len(data)
+    except TypeError:  # an iterable without a length: no fraction to report
+        batches = None
+    try:
         with torch.no_grad(), precision.strict():
-            for x, y in data:
+            for batch, (x, y) in enumerate(data, 1):
                 if reporter is not None:
                     reporter.check_cancel()
                 x, y = precision.inputs(x), y.to(precision.device)
@@ -57,6 +61,8 @@ def evaluate(model: nn.Module, data: DataLoader, precision: Precision, keep_logi
                 seen += len(y)
                 if keep_logits:
                     kept.append(out.cpu())
+                if reporter is not None:
+                    reporter.batches(batch, batches)
     finally:
         model.train(was_training)
     if seen == 0:

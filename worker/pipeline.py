@@ -48,6 +48,7 @@ from .report import (
     versions,
     write_json,
 )
+from .tracking import open_tracking
 from .trainer import Trainer
 from .visual import write_visual_report
 
@@ -383,6 +384,9 @@ class _Job:
         artifacts = [*self.artifacts, REPORT_FILE]
         if not self.measure_only:  # the original of a compare is a measurement, not a result to look at
             artifacts += write_visual_report(self.report, self.out_dir, self._learned_parameters())
+        if status == "succeeded":
+            self.reporter.done()
+        self.reporter.end(status)
         return JobResult(status, dict(self.metrics), self.out_dir, artifacts, error, self.report)
 
     def _learned_parameters(self) -> dict | None:
@@ -419,6 +423,7 @@ def run_job(
     progress_interval: float = 2.0,
     keep_checkpoints: bool = False,
     measure_only: bool = False,
+    tracking_uri: str | None = None,
 ) -> JobResult:
     """Run one fine-tuning job; write its artifacts to out_dir.
 
@@ -426,11 +431,10 @@ def run_job(
     out_dir/checkpoints) must survive a crash for the next attempt to resume; work_dir (default
     out_dir/work) receives extracted archives and is removed at the end. allowed_data_roots confines
     imagefolder:/archive: paths (the service sets it). The checkpoint is deleted after success unless
-    keep_checkpoints.
+    keep_checkpoints. tracking_uri: where a job with tracking.mlflow logs (worker/tracking.py).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    reporter = Reporter(progress, should_cancel, progress_interval)
     try:
         cfg = parse_config(config)
     except ConfigError as err:
@@ -439,8 +443,12 @@ def run_job(
         return JobResult("failed", {}, out_dir, [REPORT_FILE], error, {"status": "failed", "error": error})
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
     work_dir = Path(work_dir) if work_dir is not None else out_dir / "work"
+    tracking = open_tracking(cfg, out_dir, progress, tracking_uri)
+    reporter = Reporter(tracking or progress, should_cancel, progress_interval)
     job = _Job(cfg, out_dir, reporter, dict(files or {}), checkpoint_dir, work_dir, device, allowed_data_roots,
                download, measure_only)
+    if tracking is not None:
+        job.report["tracking"] = tracking.describe()
     try:
         result = job.run(resume)
         if not keep_checkpoints:
@@ -454,4 +462,5 @@ def run_job(
     except (ValueError, FileNotFoundError) as err:  # bad input surfacing from the libraries
         return job._finish("failed", {"code": "invalid_input", "message": str(err), "param": None})
     finally:
+        reporter.end("crashed")  # once: a no-op after _finish
         shutil.rmtree(work_dir, ignore_errors=True)

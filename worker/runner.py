@@ -16,7 +16,7 @@ import time
 import uuid
 
 from service.compare_store import CompareStore
-from service.contract import ENDED_STATUSES
+from service.contract import DONE_STAGE, ENDED_STATUSES, STAGES
 from service.periodic import Periodic
 from service.settings import Settings
 from service.storage import LocalStorage
@@ -57,22 +57,37 @@ class _Reporter:
         self._last_cancel_check = 0.0
         self._cancelled = False
 
+    # A stage change starts the progress object afresh: {stage, stage_index, stages, overall} plus
+    # what that stage reports (training: epoch, step, ..., eta_seconds; evaluation: batch, batches).
+    STAGE_KEYS = ("stage", "stage_index", "stages", "fraction", "overall")
+    PROGRESS_KEYS = ("epoch", "epochs", "step", "steps", "fraction", "overall", "loss", "accuracy",
+                     "images_per_s", "lr", "eta_seconds", "batch", "batches")
+
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "stage":
-            self.progress = {**self.progress, "stage": event["stage"]}
+            self.progress = {k: event[k] for k in self.STAGE_KEYS if k in event}
             self.store.add_event(self.job_id, "stage", f"stage {event['stage']}", data={"stage": event["stage"]})
             self._write(force=True)
         elif kind == "progress":
-            keys = ("stage", "epoch", "epochs", "step", "steps", "fraction", "loss", "accuracy", "images_per_s")
-            self.progress = {**self.progress, **{k: event[k] for k in keys if k in event}}
-            self._write()
+            if event.get("stage") != self.progress.get("stage"):
+                return  # a late report of a stage already left
+            self.progress = {**self.progress, **{k: event[k] for k in self.PROGRESS_KEYS if k in event}}
+            self._write(force=event.get("step") is not None and event.get("step") == event.get("steps"))
         elif kind == "epoch":
             data = {k: v for k, v in event.items() if k not in ("type", "time")}
             self.store.add_event(self.job_id, "epoch", f"epoch {event.get('epoch')} done", data=data)
             self._write(force=True)
         elif kind == "log":
             self.store.add_event(self.job_id, "log", event.get("message", ""), level=event.get("level", "info"))
+
+    def done(self) -> None:
+        """A succeeded job's last progress: stage done, fraction 1.0 (written even if the pipeline's
+        own end marker was throttled away or never sent)."""
+        if self.progress.get("stage") != DONE_STAGE:
+            self.progress = {"stage": DONE_STAGE, "stage_index": len(STAGES), "stages": len(STAGES),
+                             "fraction": 1.0, "overall": 1.0}
+        self._write(force=True)
 
     def _write(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -134,6 +149,7 @@ def execute(job_id: str, settings: Settings) -> str:
             work_dir=job_dir / "work",
             allowed_data_roots=settings.allowed_data_roots,
             measure_only=measure_only,
+            tracking_uri=settings.mlflow_tracking_uri,
         )
         status, metrics, error = result.status, result.metrics, result.error
     except Exception as err:  # a bug, not bad input: fail the job with what we know
@@ -144,6 +160,8 @@ def execute(job_id: str, settings: Settings) -> str:
     if heartbeat.lost.is_set():
         log.warning("job %s: claim lost (requeued or deleted); not recording %s", job_id, status)
         return "lost"
+    if status == "succeeded":
+        reporter.done()
     store.finish(job_id, worker, status, metrics=metrics, error=error, artifacts=storage.list_artifacts(job_id))
     if job.get("compare_id"):
         _advance_compare(store, storage, settings, job["compare_id"])

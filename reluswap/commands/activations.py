@@ -27,5 +27,5 @@ def run_activations(args) -> int:
         params = ", ".join(f"{p.name} ({p.identity:g} / {p.paper:g})" for p in info.params) or "-"
         gran = "/".join(info.granularities) + (f" (default {info.default_granularity})" if info.default_granularity else "")
         table.add_row(info.name, info.formula, params, gran or "fixed", info.paper)
-    Console(width=200).print(table)
+    Console().print(table)
     return 0

@@ -40,6 +40,11 @@ def add(sub) -> None:
                    "report.json; checkpoints/ while running)")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left in --out")
     p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="TensorBoard event files in <out>/tensorboard (needs the tracking extra)")
+    p.add_argument("--mlflow", action="store_true", default=None,
+                   help="log params, per-epoch metrics and the reports to MLflow (needs the tracking extra)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite:///<out>/mlflow/mlflow.db); implies --mlflow")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -64,6 +69,8 @@ def build_config(args) -> tuple[dict, dict]:
                                            "fallback": args.fallback, **dict(_option(o) for o in args.option)})
     training_config(args, config)
     overlay(config, "train", {"trainable": args.trainable, "threshold_l2": args.threshold_l2})
+    overlay(config, "tracking", {"tensorboard": args.tensorboard,
+                                 "mlflow": True if args.mlflow_uri else args.mlflow})
     return config, files
 
 
@@ -98,12 +105,13 @@ def run(args) -> int:
     job_config = parse_config(config)  # once: fail before anything loads, naming the field
     with CancelOnInterrupt() as cancel, ProgressView("finetune", enabled=not args.quiet) as view:
         result = run_job(job_config, args.out, files=files, progress=view.on_event, should_cancel=cancel,
-                         resume=not args.no_resume, device=args.device, keep_checkpoints=args.keep_checkpoints)
+                         resume=not args.no_resume, device=args.device, keep_checkpoints=args.keep_checkpoints,
+                         tracking_uri=args.mlflow_uri)
     if args.json:
         print(json.dumps({"status": result.status, "metrics": result.metrics, "error": result.error,
                           "out": str(result.out_dir)}, indent=2))
     else:
-        Console(width=120).print(summary(result))
+        Console().print(summary(result))
     if result.status == "failed":
         raise RuntimeError(result.error["message"] if result.error else "the job failed")
     return 0 if result.status == "succeeded" else 3

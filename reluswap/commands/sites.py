@@ -51,7 +51,7 @@ def run_sites(args) -> int:
         if selected is not None:
             row.append("x" if s.name in selected else "")
         table.add_row(*row)
-    Console(width=200).print(table)
+    Console().print(table)
     return 0
 
 

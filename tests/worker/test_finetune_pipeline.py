@@ -125,7 +125,7 @@ def test_finetune_cli_on_digits(tmp_path, pretrained_digits, spy, capsys, activa
 
     # Progress: every stage in order, training progress with the documented fields.
     events = spy["events"]
-    assert [e["stage"] for e in events if e["type"] == "stage"] == STAGES
+    assert [e["stage"] for e in events if e["type"] == "stage"] == [*STAGES, "done"]
     steps = [e for e in events if e["type"] == "progress" and "loss" in e]
     assert steps and {"epoch", "epochs", "step", "steps", "loss", "accuracy", "images_per_s", "fraction"} <= set(steps[-1])
     assert steps[-1]["step"] == steps[-1]["steps"] == 8
