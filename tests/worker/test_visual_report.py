@@ -44,11 +44,13 @@ def _job(tmp_path_factory, activation: str, strategy: str, name: str):
     }
     result = run_job(config, tmp_path_factory.mktemp(name), device="cpu")
     assert result.status == "succeeded", result.error
+    # The job itself wrote its visual report next to report.json.
+    assert {"report.html", "metrics.csv", "training_curves.png", "confusion.png"} <= set(result.artifacts)
     report = copy.deepcopy(result.report)
-    # The integrator adds these fields; until then the test supplies them.
-    rng = np.random.default_rng(0)
-    report["baseline"]["confusion"] = rng.integers(0, 20, (CLASSES, CLASSES)).tolist()
-    report["final"]["confusion"] = rng.integers(0, 20, (CLASSES, CLASSES)).tolist()
+    for when in ("baseline", "final"):  # the confusion matrices recompute the measured accuracies
+        matrix = np.array(report[when]["confusion"])
+        assert matrix.shape == (CLASSES, CLASSES) and matrix.sum() == report[when]["samples"]
+        assert np.trace(matrix) == round(report[when]["accuracy"] * report[when]["samples"])
     keys = {k for s in report["sites"] for k in s["parameters"]}
     params = {k: v.detach().cpu().numpy() for k, v in result.model.named_parameters() if k in keys}
     assert params.keys() == keys
