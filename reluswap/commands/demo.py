@@ -164,7 +164,7 @@ def _compare(client, weights: Path, args) -> None:
         "activations": [a for a in args.compare_activations.split(",") if a],
         "strategies": [args.strategy],
         "seeds": args.compare_seeds,
-        "train": {"max_steps": args.compare_steps, "batch_size": 64, "lr": 0.001, "seed": 0},
+        "train": {"max_steps": args.compare_steps, "batch_size": 64, "lr": 0.001, "seed": 0, "stats_batches": 4},
         "export": {"onnx": False, "pt2": False},
     }
     with weights.open("rb") as f:
