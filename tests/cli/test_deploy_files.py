@@ -154,7 +154,8 @@ def test_api_target_never_installs_torch():
             names.add(re.split(r"[\[=<>!~ ;]", line)[0].lower().replace("_", "-"))
     assert not names & set(TORCH_LIKE)
     assert {"fastapi", "uvicorn", "sqlalchemy", "pydantic-settings", "python-multipart", "psycopg",
-            "prometheus-client", "celery", "redis"} <= names
+            "prometheus-client", "celery", "redis",
+            "scipy", "matplotlib"} <= names  # the reaper writes compare leaderboards in the API process
 
 
 def test_final_targets_run_as_non_root_with_their_commands():
