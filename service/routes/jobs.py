@@ -45,6 +45,10 @@ def get_job(job: OwnedJob) -> dict:
 @router.delete("/{job_id}", status_code=204, response_class=Response, responses=responses(401, 404, 409),
                summary="Delete an ended job and its files")
 def delete_job(job_id: str, owner: Owner, store: StoreDep, storage: StorageDep) -> Response:
+    job = store.get_job(job_id, owner)
+    if job is not None and job["compare_id"]:  # its leaderboard reads it: it goes with its compare job
+        raise ApiError(409, f"job {job_id} is a child of compare job {job['compare_id']}: delete the compare job",
+                       "job_in_compare", "job_id")
     try:
         store.delete_job(job_id, owner)
     except JobNotFound:

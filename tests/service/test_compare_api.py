@@ -173,6 +173,9 @@ def test_the_leaderboard_is_written_once_when_every_child_ended(api):
     assert api.client.get(f"/compare/{compare['id']}", headers=api.headers()).json()["finished_at"] == finished_at
     listed = api.client.get("/compare", headers=api.headers()).json()
     assert [c["id"] for c in listed["data"]] == [compare["id"]] and listed["has_more"] is False
+    child = children(api, compare["id"])[0]["id"]
+    r = api.client.delete(f"/jobs/{child}", headers=api.headers())
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_in_compare"
     assert api.client.delete(f"/compare/{compare['id']}", headers=api.headers()).status_code == 204
     assert api.client.get(f"/jobs?compare_id={compare['id']}", headers=api.headers()).json()["data"] == []
 
