@@ -141,6 +141,9 @@ export const compareView = {
         h("div", { class: "progress-line" },
           h("span", { class: "stage" }, `${p.ended ?? 0} of ${p.children ?? 0} children ended`),
           childrenProgress(compare, "compare-progress-bar")),
+        compare.status === "cancelling" && p.children && p.ended === p.children
+          ? h("p", { class: "muted", id: "compare-ending" },
+            "Every child has ended; the service marks the compare cancelled at its next check.") : null,
         compare.error ? h("p", { class: "error pre", id: "compare-error" },
           `${compare.error.code}: ${compare.error.message}`) : null,
         h("div", { class: "timeline" }, dl([
