@@ -99,6 +99,11 @@ export const api = {
   artifactPath: (id, name) => `/jobs/${enc(id)}/artifacts/${enc(name)}`,
   artifact: (id, name) => getBlob(`/jobs/${enc(id)}/artifacts/${enc(name)}`),
   eventsStreamPath: (id) => `/jobs/${enc(id)}/events`,
+  compares: (params) => getJSON("/compare", params),
+  compare: (id) => getJSON(`/compare/${enc(id)}`),
+  cancelCompare: (id) => postJSON(`/compare/${enc(id)}/cancel`),
+  compareArtifacts: (id) => getJSON(`/compare/${enc(id)}/artifacts`),
+  compareArtifact: (id, name) => getBlob(`/compare/${enc(id)}/artifacts/${enc(name)}`),
 };
 
 // ---- server-sent events over fetch -----------------------------------------------------------

@@ -1,8 +1,11 @@
 // The dashboard: a hash router over views. A view is {nav, title, render(main, params, ctx)}, where
-// render may return a cleanup function (stop polling, abort a stream). To add a page (e.g. a job
-// comparison), write a module exporting such a view and add one entry to ROUTES (and a nav link).
+// render may return a cleanup function (stop polling, abort a stream). To add a page, write a module
+// exporting such a view and add one entry to ROUTES (and a nav link).
 
 import { clearKey, getKey, onUnauthorized, setKey } from "./api.js";
+import { compareView } from "./compare.js";
+import { compareNewView } from "./compare-new.js";
+import { comparesView } from "./compares.js";
 import { clear, h } from "./dom.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
@@ -12,6 +15,9 @@ const ROUTES = [
   { pattern: /^#\/jobs\/([^/?]+)$/, view: jobView, params: (m) => ({ id: decodeURIComponent(m[1]) }) },
   { pattern: /^#\/jobs(?:\?(.*))?$/, view: jobsView, params: (m) => Object.fromEntries(new URLSearchParams(m[1] || "")) },
   { pattern: /^#\/new$/, view: submitView, params: () => ({}) },
+  { pattern: /^#\/compare\/new$/, view: compareNewView, params: () => ({}) },
+  { pattern: /^#\/compare\/([^/?]+)$/, view: compareView, params: (m) => ({ id: decodeURIComponent(m[1]) }) },
+  { pattern: /^#\/compare$/, view: comparesView, params: () => ({}) },
 ];
 const DEFAULT_HASH = "#/jobs";
 

@@ -2,7 +2,8 @@
 // events and its config. Polls instead when the stream cannot be read.
 
 import { api, streamEvents } from "./api.js";
-import { clear, dl, fmtBytes, fmtDuration, fmtTime, fmtValue, h, saveBlob, statusBadge, table } from "./dom.js";
+import { artifactTable, blobImage } from "./artifacts.js";
+import { clear, dl, fmtDuration, fmtTime, fmtValue, h, statusBadge, table } from "./dom.js";
 
 const ENDED = ["succeeded", "failed", "cancelled"];
 const CANCELLABLE = ["queued", "running"];
@@ -108,8 +109,9 @@ export const jobView = {
     const eventsBody = h("div", { id: "events-table" });
     const eventsBox = h("section", { class: "card", id: "events" }, h("h2", {}, "Events"), eventsBody);
     const configBox = h("div");
+    const crumbs = h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs"));
     main.append(
-      h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")),
+      crumbs,
       head,
       h("div", { class: "grid" }, h("div", { class: "col" }, progressBox, metricsBox, configBox),
         h("div", { class: "col" }, plotsBox, artifactsBox)),
@@ -130,6 +132,13 @@ export const jobView = {
           cancel.disabled = false;
         }
       });
+      if (job.compare_id && !crumbs.querySelector("#compare-link")) {
+        // A compare job's child: back to the compare, with its arm and seed.
+        crumbs.append(" · ", h("a", { href: `#/compare/${encodeURIComponent(job.compare_id)}`, id: "compare-link" },
+          `← Compare ${job.compare_id}`), h("span", { class: "muted", id: "compare-arm" },
+          job.seed_index === null || job.seed_index === undefined ? ` (arm ${job.arm})`
+            : ` (arm ${job.arm}, seed ${job.seed_index})`));
+      }
       head.replaceChildren(
         h("h1", {}, "Job ", h("span", { class: "mono", id: "job-id" }, job.id)),
         h("div", { class: "row" }, h("span", { id: "job-status", dataset: { status: job.status } }, statusBadge(job.status)), cancel));
@@ -154,17 +163,6 @@ export const jobView = {
         { title: "Level", cell: (e) => h("span", { class: `level-${String(e.level).replace(/[^a-z]/g, "")}` }, e.level) },
         { title: "Message", cell: (e) => e.message },
       ], shown, { empty: "No events yet." }));
-    }
-
-    async function download(name, button) {
-      button.disabled = true;
-      try {
-        saveBlob(await api.artifact(id, name), name);
-      } catch (err) {
-        ctx.toast(`Download of ${name} failed: ${err.message}`, "error");
-      } finally {
-        button.disabled = false;
-      }
     }
 
     async function showReport(button, holder) {
@@ -199,16 +197,9 @@ export const jobView = {
         return;
       }
       if (!alive) return;
-      artifactsBox.replaceChildren(h("h2", {}, "Artifacts"), table([
-        { title: "Name", cell: (a) => a.name, class: "mono" },
-        { title: "Size", cell: (a) => fmtBytes(a.size), class: "num" },
-        { title: "sha256", cell: (a) => h("span", { title: a.sha256, class: "mono muted" }, a.sha256.slice(0, 12)) },
-        { title: "", cell: (a) => {
-          const b = h("button", { type: "button", class: "small", dataset: { download: a.name } }, "Download");
-          b.addEventListener("click", () => download(a.name, b));
-          return b;
-        } },
-      ], list, { empty: ENDED.includes(job.status) ? "No artifacts." : "Artifacts appear when the job ends." }));
+      const fetchBlob = (name) => api.artifact(id, name);
+      artifactsBox.replaceChildren(h("h2", {}, "Artifacts"), artifactTable(list, { fetchBlob, toast: ctx.toast,
+        empty: ENDED.includes(job.status) ? "No artifacts." : "Artifacts appear when the job ends." }));
 
       const report = list.find((a) => a.name === "report.html");
       const pngs = list.filter((a) => a.name.toLowerCase().endsWith(".png"));
@@ -221,14 +212,8 @@ export const jobView = {
       }
       const figures = h("div", { class: "plots" });
       for (const a of pngs) {
-        const img = h("img", { alt: a.name, loading: "lazy" });
+        const img = blobImage(fetchBlob, a.name, { urls: objectUrls, alive: () => alive, attrs: { loading: "lazy" } });
         figures.append(h("figure", {}, img, h("figcaption", {}, a.name)));
-        api.artifact(id, a.name).then((blob) => {
-          if (!alive) return;
-          const url = URL.createObjectURL(new Blob([blob], { type: "image/png" }));
-          objectUrls.push(url);
-          img.src = url;
-        }).catch((err) => img.replaceWith(h("p", { class: "error" }, `${a.name}: ${err.message}`)));
       }
       if (pngs.length) children.push(figures);
       if (!report && !pngs.length) {

@@ -1,7 +1,8 @@
 """The dashboard at /ui: its static route (no browser), then the real thing in headless Chromium
 against the embedded deployment (real redis-server, API under uvicorn, a Celery worker): sign in,
 submit a job through the form (with a weights upload), watch it succeed, download model.onnx, and
-check that job metadata is shown as text, never run as markup.
+check that job metadata is shown as text, never run as markup; then a compare job through its form:
+its arms and children, the cancel button, its leaderboard and winner.
 
 The browser is Debian's chromium (/usr/bin/chromium), driven by Playwright; no Playwright browser
 download. Without either, the browser test skips.
@@ -9,6 +10,7 @@ download. Without either, the browser test skips.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -47,7 +49,8 @@ def test_static_route_headers_and_types(client):
         assert '<script type="module" src="/ui/app.js">' in r.text
         assert "<script>" not in r.text  # no inline script (the CSP would block it anyway)
     types = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
-    for name in ("app.js", "api.js", "dom.js", "jobs.js", "job.js", "submit.js", "app.css"):
+    for name in ("app.js", "api.js", "dom.js", "form.js", "artifacts.js", "jobs.js", "job.js", "submit.js", "compares.js",
+                 "compare.js", "compare-new.js", "app.css"):
         r = client.get(f"/ui/{name}")
         assert r.status_code == 200, name
         assert r.headers["content-type"] == types[Path(name).suffix]
@@ -287,3 +290,193 @@ def test_dashboard_in_a_browser(deployment, weights_file, tmp_path):
     assert {"1-sign-in.png", "2-new-job.png", "3-job-running.png", "4-jobs.png", "5-xss-job.png",
             "6-job-succeeded.png"} <= {p.name for p in shots.iterdir()}
 
+
+
+def _sign_in(page, deployment) -> None:
+    page.goto(f"{deployment.url}/ui")
+    page.fill("#api-key", deployment.api_key)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#jobs-table table")
+
+
+def _chips(page, arm: str) -> list[str]:
+    """The statuses of an arm's child chips on the compare page."""
+    return page.eval_on_selector_all(f"#arms tr[data-arm='{arm}'] a.chip", "els => els.map(e => e.dataset.status)")
+
+
+def _compare_from_reports(deployment, metadata: dict) -> dict:
+    """A compare on the deployment's database and storage whose children "ran" from hand-written
+    report.json files (as in test_compare_api), then ended by the real advance(): its leaderboard
+    files are the real ones, without the minutes three real children take on two cores. pvlu is
+    better than the relu control, frelu worse."""
+    from service.compare_config import parse_compare_config, plan_children
+    from service.compare_store import CompareStore
+    from service.compares import advance
+    from service.queue import MemoryQueue
+    from service.storage import LocalStorage
+    from service.store import JobStore
+
+    data_dir = Path(deployment.env["RELUSWAP_DATA_DIR"])
+    store = JobStore(deployment.env.get("RELUSWAP_DATABASE_URL") or f"sqlite:///{data_dir / 'reluswap.db'}",
+                     create_tables=False)
+    storage = LocalStorage(data_dir / "storage")
+    try:
+        cfg = parse_compare_config({
+            "model": {"arch": "torchvision:resnet18", "num_classes": 10},
+            "dataset": {"uri": "builtin:digits", "image_size": 16},
+            "activations": ["pvlu", "frelu"], "seeds": 2, "train": {"max_steps": 1},
+            "export": {"onnx": False, "pt2": False}, "metadata": metadata,
+        })
+        compares = CompareStore(store)
+        # Created here, not through the API: nothing is sent to the queue, so no worker runs them.
+        compare = compares.create("local", cfg.model_dump(mode="json"), ["original", "relu"], [
+            {"arm": c.arm, "kind": c.kind, "seed_index": c.seed_index, "config": c.config} for c in plan_children(cfg)])
+        right = {"original": 20, "relu": 20, "pvlu | all": 36, "frelu | all": 8}  # of 40 validation images
+        kids = compares.children(compare["id"])
+        for kid in kids:
+            n = right[kid["arm"]]
+            bits = "1" * n + "0" * (40 - n)
+            if kid["child_kind"] == "original":
+                report = {"baseline": {"accuracy": n / 40, "loss": 1.0, "samples": 40, "test_accuracy": n / 40},
+                          "predictions": {"val_correct": bits}}
+            else:
+                acc = n / 40 + 0.01 * kid["seed_index"]
+                report = {"metrics": {"final_accuracy": acc}, "final": {"accuracy": acc, "test_accuracy": acc},
+                          "peak": {"epoch": 1, "val_accuracy": acc, "test_accuracy": acc},
+                          "predictions": {"val_correct": bits}}
+            (storage.artifacts_dir(kid["id"]) / "report.json").write_text(json.dumps(report))
+        # The original last: until it ends, the API's reaper has nothing to dispatch.
+        for kid in sorted(kids, key=lambda k: k["child_kind"] == "original"):
+            assert store.claim(kid["id"], "ui-test", 60) is not None
+            assert store.finish(kid["id"], "ui-test", "succeeded")
+        advance(compares, storage, MemoryQueue(), compare["id"])
+        compare = compares.get(compare["id"])
+        assert compare["status"] == "succeeded", compare["error"]
+        return compare
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_compare_in_a_browser(deployment, tmp_path):
+    sync_playwright = _playwright()
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    alerts: list[str] = []
+    csp_errors: list[str] = []
+    api = httpx.Client(base_url=deployment.url, headers={"Authorization": f"Bearer {deployment.api_key}"}, timeout=30)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True).new_page()
+            page.set_default_timeout(30_000)
+
+            def on_dialog(dialog):
+                if dialog.type == "confirm":  # the cancel button asks first
+                    dialog.accept()
+                    return
+                alerts.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            page.on("console", lambda m: csp_errors.append(m.text)
+                    if m.type == "error" and "Content Security Policy" in m.text else None)
+            _sign_in(page, deployment)
+
+            # The list, then the form: a one-arm grid (plus the two controls), one seed, two steps.
+            page.click("nav a[data-view=compare]")
+            page.wait_for_selector("#compares-table table")
+            page.click("#new-compare")
+            page.wait_for_selector("#compare-activations[data-loaded=true]")
+            assert page.is_checked("#act-relu") and page.is_disabled("#act-relu")  # always the control
+            page.fill("#arch", "torchvision:resnet18")
+            page.fill("#num-classes", "10")
+            page.fill("#dataset-uri", "builtin:digits")
+            page.fill("#image-size", "16")
+            page.check("#act-pvlu")
+            page.fill("#strategies", "all")
+            page.fill("#seeds", "1")
+            page.fill("#max-steps", "2")
+            page.fill("#batch-size", "32")
+            page.fill("#stats-batches", "2")
+            page.uncheck("#export-onnx")
+            page.uncheck("#export-pt2")
+            page.fill("#metadata", "note=compare from the browser")
+            assert "3 jobs" in page.inner_text("#compare-size")
+            page.screenshot(path=shots / "1-new-compare.png", full_page=True)
+            page.click("#compare-submit")
+            page.wait_for_url("**/ui#/compare/cmp_*")
+            compare_id = page.inner_text("#compare-id")
+            config = api.get(f"/compare/{compare_id}").json()["config"]
+            assert config["activations"] == ["pvlu"] and config["strategies"] == ["all"] and config["seeds"] == 1
+            assert config["train"]["max_steps"] == 2 and config["train"]["batch_size"] == 32
+            assert config["export"]["onnx"] is False and config["export"]["pt2"] is False
+            assert config["metadata"] == {"note": "compare from the browser"}
+
+            # Its arms: the controls first and marked, each child a status chip linking to its job.
+            page.wait_for_selector("#arms tr[data-arm='pvlu | all'] a.chip")
+            assert page.eval_on_selector_all("#arms tbody tr", "rs => rs.map(r => r.dataset.arm)") == [
+                "original", "relu", "pvlu | all"]
+            assert page.get_attribute("#arms tr[data-arm=relu]", "data-control") == "true"
+            assert page.get_attribute("#arms tr[data-arm='pvlu | all']", "data-control") == "false"
+            for arm in ("original", "relu", "pvlu | all"):
+                assert len(_chips(page, arm)) == 1
+            page.wait_for_selector("#compare-progress-bar")
+            page.screenshot(path=shots / "2-compare-running.png", full_page=True)
+
+            # A child's job page links back to its compare.
+            page.click("#arms tr[data-arm=relu] a.chip")
+            page.wait_for_selector("#compare-link")
+            assert "(arm relu, seed 0)" in page.inner_text("#compare-arm")
+            page.click("#compare-link")
+            page.wait_for_selector("#arms a.chip")
+
+            # Training three children takes minutes on two cores: cancel it from its page instead; every
+            # child ends cancelled (the running original stops, the waiting ones at once).
+            page.click("#compare-cancel")
+            page.wait_for_function("() => { const cs = [...document.querySelectorAll('#arms a.chip')];"
+                                   " return cs.length === 3 && cs.every((c) => c.dataset.status === 'cancelled'); }",
+                                   timeout=90_000)
+            # The compare itself ends at the next advance (the worker's, or the reaper's when no child ran).
+            assert page.get_attribute("#compare-status", "data-status") in ("cancelling", "cancelled")
+            assert page.is_disabled("#compare-cancel")
+            page.screenshot(path=shots / "3-compare-cancelled.png", full_page=True)
+
+            # A finished compare (its metadata holds markup: shown as text, nothing runs): the list shows its
+            # winner; its page the leaderboard with verdicts, the winner and why, leaderboard.png, downloads.
+            done = _compare_from_reports(deployment, {"note": XSS})
+            winner = done["winner"]
+            assert winner["arm"] == "pvlu | all" and not winner["control"]
+            page.click("nav a[data-view=compare]")
+            row = page.wait_for_selector(f"tr[data-compare-id='{done['id']}'][data-status=succeeded]")
+            assert row.query_selector("td.metadata").inner_text() == f"note: {XSS}"
+            assert row.query_selector("td.winner").inner_text() == winner["arm"]
+            page.wait_for_selector(f"tr[data-compare-id='{compare_id}']")
+            page.screenshot(path=shots / "4-compares.png", full_page=True)
+            row.query_selector("a").click()
+            page.wait_for_selector("#leaderboard tbody tr")
+            assert page.inner_text("#compare-metadata dd") == XSS
+            assert page.locator("main script").count() == 0
+            rows = page.eval_on_selector_all(
+                "#leaderboard tbody tr", "rs => rs.map(r => [r.dataset.arm, r.querySelector('[data-verdict]').dataset.verdict])")
+            assert rows == [["pvlu | all", "better"], ["relu", "control"], ["frelu | all", "worse"]], rows
+            assert page.get_attribute("#leaderboard tr[data-arm='pvlu | all']", "class") == "winner-row"
+            assert page.inner_text("#winner-arm") == winner["arm"]
+            assert page.inner_text("#winner-reason") == winner["reason"]
+            assert all(_chips(page, arm) == ["succeeded"] * (1 if arm == "original" else 2)
+                       for arm in ("original", "relu", "pvlu | all", "frelu | all"))
+            page.wait_for_function("() => { const i = document.querySelector('#leaderboard-img');"
+                                   " return i && i.complete && i.naturalWidth > 0; }")
+            assert page.get_attribute("#leaderboard-img", "src").startswith("blob:")
+            with page.expect_download() as info:
+                page.click("[data-download='leaderboard.csv']")
+            saved = tmp_path / "leaderboard.csv"
+            info.value.save_as(saved)
+            assert "pvlu | all" in saved.read_text()
+            page.screenshot(path=shots / "5-compare-succeeded.png", full_page=True)
+            assert alerts == [] and csp_errors == []
+        finally:
+            browser.close()
+            api.close()
