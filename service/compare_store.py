@@ -37,10 +37,11 @@ def _status(row, children: list[dict]) -> str:
 
 def _compare(row, children: list[dict]) -> dict[str, Any]:
     ended = sum(c["status"] in ENDED_STATUSES for c in children)
-    arms: dict[str, dict] = {}
+    arms: dict[str, dict] = {name: None for name in row.arms}  # the plan's order: controls first
     for child in children:
-        arm = arms.setdefault(child["arm"], {"name": child["arm"], "control": child["arm"] in row.controls,
-                                             "children": []})
+        arm = arms.get(child["arm"]) or {"name": child["arm"], "control": child["arm"] in row.controls,
+                                         "children": []}
+        arms[child["arm"]] = arm
         arm["children"].append({"id": child["id"], "seed_index": child["seed_index"], "status": child["status"],
                                 "error": child["error"]})
     result = row.result or {}
@@ -52,7 +53,7 @@ def _compare(row, children: list[dict]) -> dict[str, Any]:
         "config": row.config,
         "progress": {"children": len(children), "ended": ended,
                      "fraction": ended / len(children) if children else 0.0},
-        "arms": list(arms.values()),
+        "arms": [arm for arm in arms.values() if arm is not None],
         "winner": result.get("winner"),
         "leaderboard": result.get("leaderboard"),
         "error": row.error,
@@ -70,12 +71,14 @@ class CompareStore:
     # ---- API side -------------------------------------------------------------------------------
 
     def create(self, owner: str, config: dict, controls: list[str], children: list[dict]) -> dict:
-        """Insert the compare and its children (each {arm, kind, seed_index, config}), all queued."""
+        """Insert the compare and its children (each {arm, kind, seed_index, config}, in the plan's
+        order), all queued."""
         compare_id, now = new_compare_id(), _now()
+        arm_order = list(dict.fromkeys(child["arm"] for child in children))
         with self.engine.begin() as c:
             c.execute(insert(compares).values(id=compare_id, owner=owner, status="queued", config=config,
-                                              controls=controls, dispatched=False, cancel_requested=False,
-                                              created_at=now, artifacts=[]))
+                                              controls=controls, arms=arm_order, dispatched=False,
+                                              cancel_requested=False, created_at=now, artifacts=[]))
             for child in children:
                 job_id = "job_" + uuid.uuid4().hex
                 c.execute(insert(jobs).values(

@@ -84,6 +84,7 @@ compares = Table(
     Column("status", String(16), nullable=False),
     Column("config", JSON, nullable=False),
     Column("controls", JSON, nullable=False),  # arm names of the controls
+    Column("arms", JSON, nullable=False),  # every arm name, in the plan's order (controls first)
     Column("dispatched", Boolean, nullable=False, default=False),  # training children sent
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("result", JSON),  # winner and a summary of the leaderboard

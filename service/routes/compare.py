@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..compare_store import CompareStore
+from ..compares import advance
 from ..deps import CompareStoreDep, Owner, QueueDep, SettingsDep, StorageDep
 from ..errors import ApiError, log, responses
 from ..schemas import ArtifactList, Compare, CompareList
@@ -87,7 +88,8 @@ def get_compare(compare_id: str, owner: Owner, compares: CompareStoreDep) -> dic
 
 @router.post("/{compare_id}/cancel", response_model=Compare, responses=responses(401, 404, 409),
              summary="Cancel every child that has not ended")
-def cancel_compare(compare_id: str, owner: Owner, compares: CompareStoreDep, queue: QueueDep) -> dict:
+def cancel_compare(compare_id: str, owner: Owner, settings: SettingsDep, compares: CompareStoreDep,
+                   storage: StorageDep, queue: QueueDep) -> dict:
     try:
         revoked = compares.request_cancel(compare_id, owner)
     except JobNotFound:
@@ -99,6 +101,8 @@ def cancel_compare(compare_id: str, owner: Owner, compares: CompareStoreDep, que
             queue.revoke(job_id)
         except Exception as err:
             log.warning("revoke of %s failed: %s", job_id, err)
+    # Every child may have ended already (all were queued): the compare ends now, not at the next sweep.
+    advance(compares, storage, queue, compare_id, settings.compare_alpha)
     return _owned(compares, compare_id, owner)
 
 

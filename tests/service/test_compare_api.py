@@ -62,7 +62,7 @@ def finish(api, job: dict, status: str = "succeeded", error: dict | None = None)
 def test_a_compare_fans_out_into_children_and_dispatches_the_original_first(api):
     compare = create(api)
     arms = [a["name"] for a in compare["arms"]]
-    assert set(arms) == {"original", "relu", "pvlu | all", "frelu | all"}
+    assert arms == ["original", "relu", "pvlu | all", "frelu | all"]  # the plan's order, controls first
     assert {a["name"]: a["control"] for a in compare["arms"]} == {
         "original": True, "relu": True, "pvlu | all": False, "frelu | all": False}
     kids = children(api, compare["id"])
@@ -226,3 +226,11 @@ def test_cancel_ends_every_child(api):
     assert api.store.finish(original["id"], "w", "cancelled")
     assert advance(CompareStore(api.store), api.storage, api.queue, compare["id"]) == "cancelled"
     assert api.client.post(f"/compare/{compare['id']}/cancel", headers=api.headers()).status_code == 409
+
+
+def test_cancel_of_a_compare_that_never_started_ends_it_at_once(api):
+    compare = create(api)
+    r = api.client.post(f"/compare/{compare['id']}/cancel", headers=api.headers())
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"  # not at the reaper's next pass
+    assert {c["status"] for c in children(api, compare["id"])} == {"cancelled"}
+    assert sorted(api.queue.revoked) == sorted(c["id"] for c in children(api, compare["id"]))
