@@ -109,6 +109,21 @@ export const api = {
 // ---- server-sent events over fetch -----------------------------------------------------------
 
 // Feed text chunks; calls onEvent({event, data, id}) for each complete frame (a blank line ends one).
+// The first `pages` pages of a cursor-paged list (GET /jobs, GET /compare): {rows, hasMore}.
+export async function collectPages(fetchPage, pages) {
+  const rows = [];
+  let after;
+  let hasMore = false;
+  for (let i = 0; i < pages; i++) {
+    const page = await fetchPage({ limit: 20, after });
+    rows.push(...page.data);
+    hasMore = page.has_more;
+    if (!hasMore || !page.data.length) break;
+    after = page.data[page.data.length - 1].id;
+  }
+  return { rows, hasMore };
+}
+
 export function sseParser(onEvent) {
   let buffer = "";
   let frame = { event: "message", data: [], id: null };

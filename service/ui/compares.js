@@ -1,6 +1,6 @@
 // The compare jobs list: newest first, "load more" pages (cursor `after`), refreshed every few seconds.
 
-import { api } from "./api.js";
+import { api, collectPages } from "./api.js";
 import { fmtTime, h, statusBadge, table } from "./dom.js";
 
 const REFRESH_MS = 3000;
@@ -53,16 +53,7 @@ export const comparesView = {
     async function load() {
       clearTimeout(timer);
       try {
-        const rows = [];
-        let after;
-        let hasMore = false;
-        for (let i = 0; i < pages; i++) {
-          const page = await api.compares({ limit: 20, after });
-          rows.push(...page.data);
-          hasMore = page.has_more;
-          if (!hasMore || !page.data.length) break;
-          after = page.data[page.data.length - 1].id;
-        }
+        const { rows, hasMore } = await collectPages((cursor) => api.compares(cursor), pages);
         if (!alive) return;
         holder.replaceChildren(table(COMPARE_COLUMNS, rows, {
           empty: "No compare jobs yet: submit one with New compare job.",

@@ -1,6 +1,6 @@
 // The jobs list: newest first, a status filter, "load more" pages, refreshed every few seconds.
 
-import { api } from "./api.js";
+import { api, collectPages } from "./api.js";
 import { fmtTime, h, statusBadge, table } from "./dom.js";
 
 const STATUSES = ["", "queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
@@ -64,16 +64,7 @@ export const jobsView = {
     async function load() {
       clearTimeout(timer);
       try {
-        const rows = [];
-        let after;
-        let hasMore = false;
-        for (let i = 0; i < pages; i++) {
-          const page = await api.jobs({ limit: 20, after, status });
-          rows.push(...page.data);
-          hasMore = page.has_more;
-          if (!hasMore || !page.data.length) break;
-          after = page.data[page.data.length - 1].id;
-        }
+        const { rows, hasMore } = await collectPages((cursor) => api.jobs({ ...cursor, status }), pages);
         if (!alive) return;
         holder.replaceChildren(table(JOB_COLUMNS, rows, {
           empty: "No jobs yet: submit one with New job.",
