@@ -81,7 +81,7 @@ def validate_compare(data: Any, settings: Settings, parts: set[str]) -> tuple[di
     count = child_count(cfg)
     if count > settings.max_children:
         raise ApiError(422, f"the grid makes {count} child jobs (1 original + {cfg.seeds} seeds x "
-                            f"{count // cfg.seeds} arms, the relu control included); at most {settings.max_children} "
+                            f"{(count - 1) // cfg.seeds} arms, the relu control included); at most {settings.max_children} "
                             "are accepted (RELUSWAP_MAX_CHILDREN): fewer activations, strategies or seeds",
                        "too_many_children", "seeds")
     try:

@@ -28,8 +28,10 @@ PROGRESS_INTERVAL_S = 1.0  # a progress write costs ~2-3 ms; once a second is pl
 CANCEL_POLL_S = 0.5
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+def worker_id(node: str | None = None) -> str:
+    """<Celery node name, or the host>:<pool child pid>:<random>. A pool child runs one job and
+    exits, so the pid alone cannot tell two workers apart; the node name (reluswap0-<pid>@host) can."""
+    return f"{node or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class _Heartbeat(Periodic):
@@ -123,13 +125,14 @@ def _claim(store: JobStore, job_id: str, worker: str, settings: Settings) -> dic
         time.sleep(min(1.0, settings.heartbeat_timeout_s / 4))
 
 
-def execute(job_id: str, settings: Settings) -> str:
-    """Run job `job_id` to its end; returns the final status (or "skipped")."""
+def execute(job_id: str, settings: Settings, node: str | None = None) -> str:
+    """Run job `job_id` to its end; returns the final status (or "skipped"). node: the Celery
+    worker's name, recorded in the worker id."""
     from worker.pipeline import run_job  # torch is imported here, in the child
 
     store = JobStore(settings.database_url)  # engines are created after fork
     storage = LocalStorage(settings.storage_dir)
-    worker = worker_id()
+    worker = worker_id(node)
     job = _claim(store, job_id, worker, settings)
     if job is None:
         return "skipped"

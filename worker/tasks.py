@@ -10,4 +10,4 @@ def finetune(self, job_id: str) -> str:
     # Imported here, in the pool child, so the parent never touches torch or CUDA.
     from .runner import execute
 
-    return execute(job_id, app.conf.reluswap_settings)
+    return execute(job_id, app.conf.reluswap_settings, node=self.request.hostname)

@@ -91,8 +91,17 @@ def test_a_grid_over_max_children_is_refused_naming_the_count(api):
     error = r.json()["error"]
     # 1 original + 3 seeds x (1 control + 7 x 3 arms)
     assert error["code"] == "too_many_children" and "67 child jobs" in error["message"] and "64" in error["message"]
-    assert error["param"] == "seeds"
+    assert error["param"] == "seeds" and "3 seeds x 22 arms" in error["message"]
     assert children_count(api) == 0
+
+
+def test_the_refusal_counts_the_arms_right_with_one_seed(api):
+    body = compare_body(activations=["pvlu", "frelu", "prelu", "dprelu", "dualline", "adarelu", "convrelu"],
+                        strategies=[f"first:{n}" for n in range(1, 11)], seeds=1)
+    r = api.client.post("/compare", json=body, headers=api.headers())
+    assert r.status_code == 422, r.text
+    # 1 original + 1 seed x (1 control + 7 x 10 arms): the original is not an arm
+    assert "72 child jobs (1 original + 1 seeds x 71 arms" in r.json()["error"]["message"]
 
 
 def children_count(api) -> int:

@@ -12,15 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:
+def run_quick(script: str, tmp_path: Path, *extra: str, timeout: float = 120) -> dict:
     env = {**os.environ, "RELUSWAP_BENCH_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", *extra], capture_output=True,
-                          text=True, env=env, timeout=120, cwd=BENCH.parent)
+                          text=True, env=env, timeout=timeout, cwd=BENCH.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = list(tmp_path.glob(f"{Path(script).stem}-*.json"))
     assert len(files) == 1, files
@@ -105,3 +106,18 @@ def test_finetune_throughput(tmp_path):
     assert set(result["targets"]) == {"pvlu", "convrelu"} and result["targets_apply"] is False
     for target in result["targets"].values():
         assert target["applies"] is False and isinstance(target["pass"], bool)
+
+
+@pytest.mark.slow  # two embedded deployments, each running a 3-child compare job: about a minute on 2 cores
+def test_compare_scaling(tmp_path):
+    result = run_quick("compare_scaling.py", tmp_path, timeout=600)
+    assert result["children"] == 3  # the original, then the relu control and pvlu, one seed each
+    assert [r["workers"] for r in result["runs"]] == [1, 2]
+    for run in result["runs"]:
+        assert run["status"] == "succeeded" and run["children"] == 3
+        assert run["children_status"] == {"succeeded": 3}
+        assert positive(run["wall_s"]) and positive(run["child_seconds_sum"]) and positive(run["original_s"])
+        assert 1 <= run["workers_seen"] <= run["workers"]
+    assert result["runs"][0]["workers_seen"] == 1
+    assert positive(result["ratio_2_to_1"]) and result["wall_ratio_to_first"]["1"] == 1.0
+    assert result["ratio_2_to_1"] == result["wall_ratio_to_first"]["2"]
