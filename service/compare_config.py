@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from converters.catalog import ACTIVATIONS
+from converters.catalog import ACTIVATIONS, get_info
 from converters.strategy import parse_strategy
 from converters.vocabulary import INITS, accepted
 
@@ -38,6 +38,7 @@ ORIGINAL_ARM = "original"  # the unconverted model: measured once, the reference
 CONTROL_ACTIVATION = "relu"  # the control arm: BatchNorm (and nothing else new) re-fit
 CONTROL_STRATEGY = "all"
 CHILD_KINDS = ("original", "train")
+CONTROL_TRAINABLE = ("bn+act", "all")  # modes in which the relu control has something to train
 
 
 class CompareConfig(_Strict):
@@ -70,10 +71,16 @@ class CompareConfig(_Strict):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, v: list[str]) -> list[str]:
-        for s in v:
-            parse_strategy(s)
-        if len(set(v)) != len(v):
+        parsed = [parse_strategy(s) for s in v]
+        if len({repr(p) for p in parsed}) != len(parsed):  # "last:2" and "last: 2" are one strategy
             raise ValueError("each strategy may appear once")
+        return v
+
+    @field_validator("inits")
+    @classmethod
+    def _inits(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("each init may appear once")
         return v
 
     @model_validator(mode="after")
@@ -81,6 +88,10 @@ class CompareConfig(_Strict):
         if not any(a != CONTROL_ACTIVATION for a in self.activations):
             raise ValueError(f"activations: name at least one activation besides {CONTROL_ACTIVATION!r} "
                              "(the ReLU control is always added)")
+        if self.train.trainable not in CONTROL_TRAINABLE:
+            # The control re-fits BatchNorm; with "act" it would have nothing to train and fail every seed.
+            raise ValueError(f"train.trainable must be one of {', '.join(CONTROL_TRAINABLE)} in a compare job "
+                             f"(the relu control trains BatchNorm); got {self.train.trainable!r}")
         return self
 
 
@@ -130,12 +141,27 @@ def _child_config(cfg: CompareConfig, arm: Arm, seed_index: int) -> dict:
     base = cfg.model_dump(mode="json", exclude={"activations", "strategies", "inits", "seeds", "test_split"})
     base["dataset"]["test_split"] = cfg.test_split
     base["activation"], base["strategy"] = arm.activation, arm.strategy
-    options = {**base["activation_options"], "init": arm.init}
-    if arm.activation != "convrelu":
-        options.pop("fallback", None)  # a convrelu-only option must not fail the other arms
-    base["activation_options"] = options
+    base["activation_options"] = _arm_options(base["activation_options"], arm)
     base["train"]["seed"] = cfg.train.seed + seed_index
     return base
+
+
+def _arm_options(shared: dict, arm: Arm) -> dict:
+    """The shared activation options, less what this arm's activation does not take (a slope for
+    leaky_relu, a granularity, convrelu's fallback and impl must not fail the other arms)."""
+    info = get_info(arm.activation)
+    options = {"init": arm.init}
+    for key, value in shared.items():
+        if key == "init" or value is None:
+            continue
+        if key == "granularity" and value not in info.granularities:
+            continue
+        if key in ("fallback", "convrelu_impl") and info.kind != "conv":
+            continue
+        if key not in ActivationOptions.model_fields and key not in info.options:
+            continue
+        options[key] = value
+    return options
 
 
 def plan_children(cfg: CompareConfig) -> list[ChildPlan]:

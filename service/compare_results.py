@@ -8,7 +8,9 @@ report is what the pipeline wrote (metrics, final, peak, predictions.val_correct
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -85,6 +87,9 @@ def copy_winner_files(source: Path, out: Path) -> list[str]:
     copied = []
     for name in WINNER_FILES:
         if (source / name).is_file():
-            shutil.copyfile(source / name, out / name)
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            shutil.copyfile(source / name, tmp)
+            os.replace(tmp, out / name)  # never a half-copied model under the final name
             copied.append(name)
     return copied

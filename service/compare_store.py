@@ -9,14 +9,17 @@ after, cancelling once a cancel was asked.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 
 from .contract import ENDED_STATUSES
-from .store import JobEnded, JobNotEnded, JobNotFound, JobStore, _job, newest_first_page, rfc3339
+from .store import JobEnded, JobNotEnded, JobNotFound, JobStore, _job, _ts, newest_first_page, rfc3339
 from .tables import compares, job_events, jobs
+
+# A leaderboard takes seconds; a claim this old belongs to a process that died while writing it.
+FINISH_CLAIM_S = 300.0
 
 
 def new_compare_id() -> str:
@@ -37,7 +40,7 @@ def _status(row, children: list[dict]) -> str:
 
 def _compare(row, children: list[dict]) -> dict[str, Any]:
     ended = sum(c["status"] in ENDED_STATUSES for c in children)
-    arms: dict[str, dict] = {name: None for name in row.arms}  # the plan's order: controls first
+    arms: dict[str, dict] = {name: None for name in row.arms or []}  # the plan's order: controls first
     for child in children:
         arm = arms.get(child["arm"]) or {"name": child["arm"], "control": child["arm"] in row.controls,
                                          "children": []}
@@ -90,9 +93,13 @@ class CompareStore:
         return self.get(compare_id)
 
     def children(self, compare_id: str) -> list[dict]:
+        """The original first, then every arm in the plan's order, each in seed order."""
         with self.engine.connect() as c:
-            rows = c.execute(select(jobs).where(jobs.c.compare_id == compare_id)
-                             .order_by(jobs.c.seed_index.is_not(None), jobs.c.arm, jobs.c.seed_index)).all()
+            order = c.execute(select(compares.c.arms).where(compares.c.id == compare_id)).scalar() or []
+            rows = c.execute(select(jobs).where(jobs.c.compare_id == compare_id)).all()
+        position = {arm: i for i, arm in enumerate(order)}
+        rows = sorted(rows, key=lambda r: (r.seed_index is not None, position.get(r.arm, len(position)), r.arm,
+                                           r.seed_index or 0))
         return [_job(r) for r in rows]
 
     def original(self, compare_id: str) -> dict:
@@ -167,6 +174,24 @@ class CompareStore:
             return bool(c.execute(update(compares).where(compares.c.id == compare_id,
                                                          compares.c.dispatched.is_(False))
                                   .values(dispatched=True)).rowcount)
+
+    def owner_of(self, compare_id: str) -> str:
+        return self._row(compare_id).owner
+
+    def release_dispatch(self, compare_id: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(compares).where(compares.c.id == compare_id).values(dispatched=False))
+
+    def claim_finish(self, compare_id: str, stale_after_s: float = FINISH_CLAIM_S) -> bool:
+        """True for the one caller that writes the leaderboard; a claim older than stale_after_s
+        (its process died) can be taken again."""
+        now = _now()
+        cutoff = now - timedelta(seconds=stale_after_s)
+        with self.engine.begin() as c:
+            return bool(c.execute(update(compares).where(
+                compares.c.id == compare_id, compares.c.status.notin_(ENDED_STATUSES),
+                or_(compares.c.finishing_at.is_(None), compares.c.finishing_at < _ts(cutoff)),
+            ).values(finishing_at=now)).rowcount)
 
     def is_dispatched(self, compare_id: str) -> bool:
         row = self._row(compare_id)

@@ -34,20 +34,37 @@ def advance(compares: CompareStore, storage: LocalStorage, queue: JobQueue, comp
     children = compares.children(compare_id)
     original = next(c for c in children if c["child_kind"] == "original")
     training = [c for c in children if c["child_kind"] == "train"]
-    if original["status"] == "succeeded" and compare["status"] != "cancelling":
-        if not compares.is_dispatched(compare_id) and compares.claim_dispatch(compare_id):
-            for child in training:
-                if child["status"] == "queued":
-                    queue.send(child["id"])
-    elif original["status"] in ENDED_STATUSES and not compares.is_dispatched(compare_id):
-        # Without the original's measurements no child can run: end the ones still waiting.
-        for child in training:
-            if child["status"] == "queued":
-                compares.jobs.fail(child["id"], {"code": "original_failed", "param": None,
-                                                 "message": "the original model could not be measured"})
+    waiting = [c for c in training if c["status"] == "queued"]
+    if compare["status"] == "cancelling" and waiting:
+        owner = compares.owner_of(compare_id)
+        for child in waiting:  # a cancel that was interrupted half-way: finish its work
+            compares.jobs.request_cancel(child["id"], owner)
         children = compares.children(compare_id)
-    if all(c["status"] in ENDED_STATUSES for c in children):
-        return finish(compares, storage, compare, children, alpha)
+    elif original["status"] == "succeeded":
+        if not compares.is_dispatched(compare_id) and compares.claim_dispatch(compare_id):
+            try:
+                for child in waiting:
+                    queue.send(child["id"])
+            except Exception:
+                # The broker is down: release the flag so the next advance() (the reaper's) sends
+                # them; a child sent twice runs once, since the worker's claim decides.
+                compares.release_dispatch(compare_id)
+                raise
+    elif original["status"] in ENDED_STATUSES and waiting:
+        # Without the original's measurements no child can run: end the ones still waiting.
+        for child in waiting:
+            compares.jobs.fail(child["id"], {"code": "original_failed", "param": None,
+                                             "message": "the original model could not be measured"})
+        children = compares.children(compare_id)
+    if all(c["status"] in ENDED_STATUSES for c in children) and compares.claim_finish(compare_id):
+        # One process writes the leaderboard (a claim that goes stale if that process dies).
+        try:
+            return finish(compares, storage, compare, children, alpha)
+        except Exception as err:  # unreadable reports, a full disk: end it, do not retry forever
+            log.exception("compare %s: the leaderboard could not be written", compare_id)
+            compares.finish(compare_id, "failed", error={"code": "internal_error", "param": None,
+                                                         "message": f"{type(err).__name__}: {err}"})
+            return "failed"
     return compares.get(compare_id)["status"]
 
 

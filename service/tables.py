@@ -84,7 +84,7 @@ compares = Table(
     Column("status", String(16), nullable=False),
     Column("config", JSON, nullable=False),
     Column("controls", JSON, nullable=False),  # arm names of the controls
-    Column("arms", JSON, nullable=False),  # every arm name, in the plan's order (controls first)
+    Column("arms", JSON),  # every arm name, in the plan's order (controls first)
     Column("dispatched", Boolean, nullable=False, default=False),  # training children sent
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("result", JSON),  # winner and a summary of the leaderboard
@@ -92,6 +92,7 @@ compares = Table(
     Column("artifacts", JSON),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    Column("finishing_at", UTCDateTime),  # claimed by the process writing the leaderboard
     Index("ix_compares_owner_created", "owner", "created_at", "id"),
     Index("ix_compares_status", "status"),
 )

@@ -308,16 +308,38 @@ def targets_of(dataset: Dataset) -> list[int]:
     return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
+def _base(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def _without_augmentation(train: Dataset, val: Dataset) -> Dataset:
+    """The training split seen as validation is: no augmentation (in-memory images turn it off,
+    file-backed datasets take the validation transform). Same items, same order."""
+    import copy
+
+    if isinstance(train, Subset):
+        view = copy.copy(train)
+        view.dataset = _without_augmentation(train.dataset, val)
+        return view
+    if getattr(train, "augment", False):
+        plain = copy.copy(train)
+        plain.augment = False
+        return plain
+    val_transform = getattr(_base(val), "transform", None)
+    if hasattr(train, "transform") and val_transform is not None:
+        plain = copy.copy(train)
+        plain.transform = val_transform
+        return plain
+    return train
+
+
 def hold_out_test(bundle: DataBundle, fraction: float, seed: int) -> DataBundle:
     """Split a stratified test set off the training split (seeded: every child of a compare job
     holds out the same images). The test images are never augmented."""
     train_idx, test_idx = stratified_split(targets_of(bundle.train), fraction, seed)
-    plain = bundle.train
-    if getattr(plain, "augment", False):
-        import copy
-
-        plain = copy.copy(plain)
-        plain.augment = False
+    plain = _without_augmentation(bundle.train, bundle.val)
     bundle.train, bundle.test = Subset(bundle.train, train_idx), Subset(plain, test_idx)
     bundle.notes.append(f"test split: {len(test_idx)} images held out of the training data (seed {seed})")
     return bundle

@@ -136,12 +136,12 @@ def execute(job_id: str, settings: Settings, node: str | None = None) -> str:
     job = _claim(store, job_id, worker, settings)
     if job is None:
         return "skipped"
-    files, measure_only = _compare_inputs(store, storage, job)
     heartbeat = _Heartbeat(store, job_id, worker, interval=max(0.5, settings.heartbeat_timeout_s / 4))
     heartbeat.start()
     reporter = _Reporter(store, job_id, worker, heartbeat)
     job_dir = storage.job_dir(job_id)
     try:
+        files, measure_only = _compare_inputs(store, storage, job)  # inside: an error fails the job, named
         result = run_job(
             job["config"],
             storage.artifacts_dir(job_id),

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 JSON_NAME = "leaderboard.json"
@@ -43,8 +44,10 @@ def write_leaderboard(leaderboard: dict, out_dir: str | os.PathLike) -> list[str
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
+    # A temp name of its own: two writers never truncate each other's file before the rename.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
 
 

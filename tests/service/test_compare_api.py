@@ -243,3 +243,49 @@ def test_cancel_of_a_compare_that_never_started_ends_it_at_once(api):
     assert r.status_code == 200 and r.json()["status"] == "cancelled"  # not at the reaper's next pass
     assert {c["status"] for c in children(api, compare["id"])} == {"cancelled"}
     assert sorted(api.queue.revoked) == sorted(c["id"] for c in children(api, compare["id"]))
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"inits": ["identity", "identity"]}, "each init may appear once"),
+    ({"strategies": ["last:2", "last: 2"]}, "each strategy may appear once"),
+    ({"train": {"trainable": "act"}}, "train.trainable must be one of bn+act, all in a compare job"),
+])
+def test_grids_that_could_never_finish_are_refused_up_front(api, overrides, needle):
+    r = api.client.post("/compare", json=compare_body(**overrides), headers=api.headers())
+    assert r.status_code == 422 and needle in r.json()["error"]["message"], r.text
+    assert children_count(api) == 0
+
+
+def test_each_arm_gets_only_the_options_its_activation_takes(api):
+    compare = create(api, activations=["leaky_relu", "pvlu", "convrelu"],
+                     activation_options={"negative_slope": 0.2, "granularity": "channel", "fallback": "adarelu"})
+    options = {c["arm"]: c["config"]["activation_options"] for c in children(api, compare["id"])}
+    assert options["leaky_relu | all"]["negative_slope"] == 0.2
+    assert options["pvlu | all"]["granularity"] == "channel" and "negative_slope" not in options["pvlu | all"]
+    assert options["convrelu | all"]["fallback"] == "adarelu" and "granularity" not in options["convrelu | all"]
+    assert set(options["relu"]) <= {"init", "convrelu_impl", "granularity", "fallback"}
+    assert "negative_slope" not in options["relu"] and options["relu"].get("fallback") is None
+
+
+def test_a_failed_send_releases_the_dispatch_and_the_next_advance_sends(api):
+    compare = create(api)
+    kids = children(api, compare["id"])
+    original = next(c for c in kids if c["child_kind"] == "original")
+    write_report(api, original, 0.5, [True] * N_VAL, original=True)
+    finish(api, original)
+    compares = CompareStore(api.store)
+    api.queue.fail_send = ConnectionError("broker down")
+    with pytest.raises(ConnectionError):
+        advance(compares, api.storage, api.queue, compare["id"])
+    assert not compares.is_dispatched(compare["id"])
+    api.queue.fail_send = None
+    sweep(api.store, api.queue, api.settings, api.storage)  # the reaper retries
+    assert sorted(api.queue.sent[1:]) == sorted(c["id"] for c in kids if c["child_kind"] == "train")
+
+
+def test_only_one_process_writes_the_leaderboard(api):
+    compare = create(api)
+    compares = CompareStore(api.store)
+    assert compares.claim_finish(compare["id"]) is True
+    assert compares.claim_finish(compare["id"]) is False  # another worker, the reaper: not twice
+    assert compares.claim_finish(compare["id"], stale_after_s=0.0) is True  # a dead claimant's claim expires

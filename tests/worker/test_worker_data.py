@@ -147,3 +147,20 @@ def test_torchvision_dataset_offline_is_a_clear_error(offline, tmp_path):
 def test_torchvision_unknown_name(tmp_path):
     with pytest.raises(InputError, match="unknown torchvision dataset 'ImageNet'; accepted: CIFAR10, CIFAR100"):
         load_data(_cfg("torchvision:ImageNet"), tmp_path / "w")
+
+
+@pytest.mark.parametrize("uri", ["builtin:digits", "imagefolder"])
+def test_the_held_out_test_split_is_fixed_and_never_augmented(tmp_path, uri):
+    """Every child of a compare job holds out the same images, seen the same way whatever its
+    training seed; the test images leave the training split."""
+    if uri == "imagefolder":
+        _images(tmp_path / "imgs", {"cat": 8, "dog": 8})
+        uri = f"imagefolder:{tmp_path / 'imgs'}"
+    cfg = _cfg(uri, image_size=16, augment=True, test_split=0.25)
+    seen = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        bundle = load_data(cfg, tmp_path / f"work{seed}")
+        seen.append(torch.stack([bundle.test[i][0] for i in range(len(bundle.test))]))
+        assert set(bundle.test.indices).isdisjoint(bundle.train.indices)
+    assert torch.equal(seen[0], seen[1])
