@@ -8,6 +8,7 @@ report is what the pipeline wrote (metrics, final, peak, predictions.val_correct
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,6 +23,19 @@ REPORT = "report.json"
 WINNER_FILES = ("model.onnx", "weights.safetensors", "conversion.json")
 
 ReportOf = Callable[[str], "dict | None"]
+
+
+def reports_under(folder_of: Callable[[str], Path]) -> ReportOf:
+    """report_of(child id): the child's report.json in folder_of(child id); None when missing or
+    unreadable (a child that crashed before writing it)."""
+
+    def report_of(child_id: str) -> dict | None:
+        try:
+            return json.loads((folder_of(child_id) / REPORT).read_text())
+        except (OSError, ValueError):
+            return None
+
+    return report_of
 
 
 def _correct(report: dict) -> list[bool] | None:

@@ -102,6 +102,9 @@ class CompareStore:
                                            r.seed_index or 0))
         return [_job(r) for r in rows]
 
+    def owns(self, compare_id: str, owner: str) -> bool:
+        return self._row(compare_id, owner) is not None
+
     def original(self, compare_id: str) -> dict:
         """The child that measures the unconverted model once for every other child."""
         with self.engine.connect() as c:
@@ -112,8 +115,15 @@ class CompareStore:
         return _job(row)
 
     def get(self, compare_id: str, owner: str | None = None) -> dict | None:
+        return self.state(compare_id, owner)[0]
+
+    def state(self, compare_id: str, owner: str | None = None) -> tuple[dict | None, list[dict]]:
+        """The compare object and its children (job dicts), from one read of each."""
         row = self._row(compare_id, owner)
-        return None if row is None else _compare(row, self.children(compare_id))
+        if row is None:
+            return None, []
+        children = self.children(compare_id)
+        return _compare(row, children), children
 
     def _row(self, compare_id: str, owner: str | None = None):
         q = select(compares).where(compares.c.id == compare_id)

@@ -12,10 +12,9 @@ Torch-free: the reaper runs it in the API process.
 
 from __future__ import annotations
 
-import json
 import logging
 
-from .compare_results import REPORT, copy_winner_files, leaderboard_from_reports, winner_child
+from .compare_results import copy_winner_files, leaderboard_from_reports, reports_under, winner_child
 from .compare_store import CompareStore
 from .contract import ENDED_STATUSES
 from .leaderboard import ControlFailed, write_leaderboard
@@ -28,10 +27,9 @@ log = logging.getLogger(__name__)
 def advance(compares: CompareStore, storage: LocalStorage, queue: JobQueue, compare_id: str,
             alpha: float = 0.05) -> str | None:
     """Do what is due for this compare; its status afterwards (None when it does not exist)."""
-    compare = compares.get(compare_id)
+    compare, children = compares.state(compare_id)
     if compare is None or compare["status"] in ENDED_STATUSES:
         return None if compare is None else compare["status"]
-    children = compares.children(compare_id)
     original = next(c for c in children if c["child_kind"] == "original")
     training = [c for c in children if c["child_kind"] == "train"]
     waiting = [c for c in training if c["status"] == "queued"]
@@ -41,7 +39,7 @@ def advance(compares: CompareStore, storage: LocalStorage, queue: JobQueue, comp
             compares.jobs.request_cancel(child["id"], owner)
         children = compares.children(compare_id)
     elif original["status"] == "succeeded":
-        if not compares.is_dispatched(compare_id) and compares.claim_dispatch(compare_id):
+        if compares.claim_dispatch(compare_id):  # conditional: true once, for one caller
             try:
                 for child in waiting:
                     queue.send(child["id"])
@@ -65,7 +63,7 @@ def advance(compares: CompareStore, storage: LocalStorage, queue: JobQueue, comp
             compares.finish(compare_id, "failed", error={"code": "internal_error", "param": None,
                                                          "message": f"{type(err).__name__}: {err}"})
             return "failed"
-    return compares.get(compare_id)["status"]
+    return compares.state(compare_id)[0]["status"]
 
 
 def finish(compares: CompareStore, storage: LocalStorage, compare: dict, children: list[dict],
@@ -82,7 +80,7 @@ def finish(compares: CompareStore, storage: LocalStorage, compare: dict, childre
         compares.finish(compare_id, "failed", error=error)
         return "failed"
     try:
-        leaderboard = leaderboard_from_reports(children, report_reader(storage), alpha)
+        leaderboard = leaderboard_from_reports(children, reports_under(storage.artifacts_dir), alpha)
     except ControlFailed as err:
         compares.finish(compare_id, "failed", error={"code": "control_failed", "message": str(err), "param": None})
         return "failed"
@@ -98,15 +96,3 @@ def finish(compares: CompareStore, storage: LocalStorage, compare: dict, childre
     result = {"winner": leaderboard["winner"], "leaderboard": summary}
     compares.finish(compare_id, "succeeded", result=result, artifacts=storage.list_artifacts(compare_id))
     return "succeeded"
-
-
-def report_reader(storage: LocalStorage):
-    """report.json of a child, read from its artifacts (None when missing or unreadable)."""
-
-    def read(job_id: str) -> dict | None:
-        try:
-            return json.loads((storage.artifacts_dir(job_id) / REPORT).read_text())
-        except (OSError, ValueError):
-            return None
-
-    return read

@@ -10,7 +10,6 @@ The original is measured first (once); the training children then run, N at a ti
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from service.compare_config import ChildPlan, CompareConfig, plan_children
-from service.compare_results import copy_winner_files, leaderboard_from_reports, winner_child
+from service.compare_results import copy_winner_files, leaderboard_from_reports, reports_under, winner_child
 from service.leaderboard import write_leaderboard
 
 CHILDREN = "children"
@@ -83,13 +82,8 @@ def run_compare(cfg: CompareConfig, out_dir: str | os.PathLike, files: dict | No
                                                                  "message": f"{type(err).__name__}: {err}"}
                 notify(child)
 
-    def report_of(child_id: str) -> dict | None:
-        try:
-            return json.loads((out_dir / CHILDREN / child_id / "report.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-    leaderboard = leaderboard_from_reports(children, report_of, alpha)
+    leaderboard = leaderboard_from_reports(children, reports_under(lambda child_id: out_dir / CHILDREN / child_id),
+                                           alpha)
     write_leaderboard(leaderboard, out_dir)
     winner = winner_child(leaderboard)
     if winner:

@@ -37,7 +37,6 @@ from service.contract import ENDED_STATUSES
 from service.leaderboard import statistics as st
 
 FORMAT = 1
-STATUSES = ENDED_STATUSES  # a seed is a child job that has ended
 VERDICTS = ("better", "worse", "no_difference", "failed", "control")
 
 
@@ -145,7 +144,7 @@ def _validate_seeds(arm: Arm) -> None:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"arm {arm.name!r}: duplicate seeds in {seeds}")
     for s in arm.seeds:
-        if s.status not in STATUSES:
+        if s.status not in ENDED_STATUSES:  # a seed is a child job that has ended
             raise ValueError(f"arm {arm.name!r} seed {s.seed}: unknown status {s.status!r}")
         if s.status == "succeeded" and not _is_accuracy(s.final_accuracy):
             raise ValueError(

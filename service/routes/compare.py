@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -33,6 +33,16 @@ def _owned(compares: CompareStore, compare_id: str, owner: str) -> dict:
     if compare is None:  # another owner's compare is 404, exactly like a missing one
         raise _not_found(compare_id)
     return compare
+
+
+def _owned_id(compare_id: str, owner: Owner, compares: CompareStoreDep) -> str:
+    """The compare's id once it is the caller's (404 otherwise), without loading its children."""
+    if not compares.owns(compare_id, owner):
+        raise _not_found(compare_id)
+    return compare_id
+
+
+OwnedCompareId = Annotated[str, Depends(_owned_id)]
 
 
 @router.post("", status_code=202, response_model=Compare, summary="Create a compare job",
@@ -122,8 +132,7 @@ def delete_compare(compare_id: str, owner: Owner, compares: CompareStoreDep, sto
 
 @router.get("/{compare_id}/artifacts", response_model=ArtifactList, responses=responses(401, 404),
             summary="List a compare job's artifacts (leaderboard, the winner's model)")
-def list_compare_artifacts(compare_id: str, owner: Owner, compares: CompareStoreDep, storage: StorageDep) -> dict:
-    _owned(compares, compare_id, owner)
+def list_compare_artifacts(compare_id: OwnedCompareId, storage: StorageDep) -> dict:
     return {"data": storage.list_artifacts(compare_id)}
 
 
@@ -133,8 +142,7 @@ def list_compare_artifacts(compare_id: str, owner: Owner, compares: CompareStore
                        **responses(401, 404, 416)},
             summary="Download a compare job's artifact (Range supported)")
 def download_compare_artifact(
-    compare_id: str, name: str, owner: Owner, compares: CompareStoreDep, storage: StorageDep,
+    compare_id: OwnedCompareId, name: str, storage: StorageDep,
     byte_range: Annotated[str | None, Header(alias="Range", description="bytes=first-last")] = None,
 ):
-    _owned(compares, compare_id, owner)
     return serve_artifact(storage, compare_id, name, byte_range)
