@@ -90,7 +90,11 @@ def reject_unknown_query(request: Request) -> None:
     if known is None:
         known = frozenset(_query_names(route.dependant))
         setattr(route, _KNOWN, known)
-    for name in request.query_params:
+    names = [name for name, _ in request.query_params.multi_items()]
+    for name in names:
+        if names.count(name) > 1:  # every parameter takes one value: ?status=a&status=b is ambiguous
+            raise ApiError(422, f"query parameter {name!r} given {names.count(name)} times; give it once",
+                           "invalid_request", name or None)
         if name not in known:
             accepted = ", ".join(sorted(known)) or "none"
             raise ApiError(422, f"unknown query parameter {name!r}; accepted: {accepted}", "invalid_request",

@@ -59,7 +59,9 @@ def list_artifacts(job: OwnedJob, storage: StorageDep) -> dict:
 
 
 # Each artifact is served with its own type (the listing's content_type), a range too.
-FILE_CONTENT = {media: {"schema": {"type": "string", "format": "binary"}} for media in CONTENT_TYPES}
+# A JSON artifact is any JSON document (a whole report.json parses as one); the rest are bytes.
+FILE_CONTENT = {media: {"schema": {} if media == "application/json" else {"type": "string", "format": "binary"}}
+                for media in CONTENT_TYPES}
 
 
 @router.get("/{name}", response_class=StreamingResponse,

@@ -329,3 +329,9 @@ def test_framework_errors_use_the_error_shape(api):  # noqa: F811
     r = api.client.put(f"/jobs/{job['id']}", headers=api.headers())
     _error(r, 405, "method_not_allowed")
     assert r.headers["allow"] == "DELETE, GET"  # every method of the path, not the first route's
+
+
+def test_a_query_parameter_given_twice_is_refused(api):
+    r = api.client.get("/jobs?status=queued&status=failed", headers=api.headers())
+    assert r.status_code == 422 and r.json()["error"]["param"] == "status"
+    assert "given 2 times" in r.json()["error"]["message"]
